@@ -1,0 +1,44 @@
+"""Shared pytest set-up: Hypothesis profiles, GPU skipping."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Triton kernels run through the interpreter on machines without a GPU; the
+# variable must be set before triton is first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# ci: derandomised and bounded so a CPU run is repeatable and short.
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, max_examples=30, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev", deadline=None, max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+# gpu: full sizes on a CUDA device.
+settings.register_profile(
+    "gpu", derandomize=True, deadline=None, max_examples=60, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# nightly: many examples, the example database kept so failures replay.
+settings.register_profile(
+    "nightly", deadline=None, max_examples=1000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,82 @@
+"""Argument checks shared by the launchers: each raises ValueError naming the argument."""
+from __future__ import annotations
+
+import torch
+
+KV_CACHE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.int8)
+QUERY_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+QUANTIZED_DTYPES = (torch.float8_e4m3fn, torch.int8)
+
+
+def check_tensor(name: str, t: object, ndim: int | None = None,
+                 dtypes: tuple[torch.dtype, ...] | None = None,
+                 device: torch.device | None = None) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dims, got shape {tuple(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise ValueError(f"{name} dtype {str(t.dtype).replace('torch.', '')} not supported (expected one of {names})")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} is on {t.device}, expected {device} (same device as the other arguments)")
+    return t
+
+
+def check_shape(name: str, t: torch.Tensor, expected: tuple[int, ...]) -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(expected)}")
+
+
+def check_kv_cache(name: str, kv_cache: object, device: torch.device | None = None) -> torch.Tensor:
+    """[num_blocks, 2, block_size, num_kv_heads, head_dim]; the last dim contiguous."""
+    kv_cache = check_tensor(name, kv_cache, 5, KV_CACHE_DTYPES, device)
+    if kv_cache.shape[1] != 2:
+        raise ValueError(f"{name} dim 1 must be 2 (K, V), got shape {tuple(kv_cache.shape)}")
+    if kv_cache.stride(-1) != 1:
+        raise ValueError(f"{name} must be contiguous in head_dim (stride(-1) == 1)")
+    return kv_cache
+
+
+def check_kv_scales(kv_scales: object, kv_cache: torch.Tensor) -> torch.Tensor | None:
+    """Scales exist exactly when the cache is quantised: float32 [num_blocks, 2, block_size, num_kv_heads]."""
+    quantized = kv_cache.dtype in QUANTIZED_DTYPES
+    if not quantized:
+        if kv_scales is not None:
+            raise ValueError(f"kv_scales given for a {kv_cache.dtype} cache; only int8/float8_e4m3fn caches take scales")
+        return None
+    if kv_scales is None:
+        raise ValueError(f"kv_scales is required for a {kv_cache.dtype} cache")
+    kv_scales = check_tensor("kv_scales", kv_scales, 4, (torch.float32,), kv_cache.device)
+    check_shape("kv_scales", kv_scales, tuple(kv_cache.shape[:4]))
+    return kv_scales
+
+
+def check_heads(num_heads: int, num_kv_heads: int) -> None:
+    if num_heads % num_kv_heads:
+        raise ValueError(f"query heads ({num_heads}) must be a multiple of the cache's kv heads ({num_kv_heads})")
+
+
+def check_block_tables(block_tables: object, num_seqs: int, num_blocks: int, context_lens: torch.Tensor,
+                       block_size: int, device: torch.device) -> torch.Tensor:
+    """int32 [num_seqs, max_blocks]; every block a sequence uses must lie in the cache.
+    This syncs with the device once (an index check costs far less than a wild read)."""
+    block_tables = check_tensor("block_tables", block_tables, 2, (torch.int32,), device)
+    if block_tables.shape[0] != num_seqs:
+        raise ValueError(f"block_tables has {block_tables.shape[0]} rows, expected {num_seqs} (one per sequence)")
+    if num_seqs == 0:
+        return block_tables
+    lens = context_lens.long()
+    if int(lens.min()) < 0:
+        raise ValueError("context_lens must be >= 0")
+    blocks_used = (lens + block_size - 1) // block_size
+    if int(blocks_used.max()) > block_tables.shape[1]:
+        raise ValueError(f"a context of {int(lens.max())} tokens needs {int(blocks_used.max())} blocks "
+                         f"but block_tables has only {block_tables.shape[1]} columns")
+    cols = torch.arange(block_tables.shape[1], device=device).unsqueeze(0)
+    used = cols < blocks_used.unsqueeze(1)
+    ids = block_tables.masked_select(used)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_blocks):
+        bad = ids[(ids < 0) | (ids >= num_blocks)][0]
+        raise ValueError(f"block_tables holds block id {int(bad)} outside the cache's {num_blocks} blocks")
+    return block_tables
