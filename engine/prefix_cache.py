@@ -1,0 +1,111 @@
+"""Prefix cache of full GPU blocks, keyed by a chained hash. No torch.
+
+An entry says: GPU block `block` holds the KV of `tokens`, the block at depth
+`depth` (tokens hashed so far) of a chain whose previous block is the entry
+numbered `parent_serial`. Every entry gets a serial number that is never reused;
+a lookup must name the serial of the entry it matched one block earlier and must
+bring equal token ids, so neither a hash collision nor an entry that was evicted
+and replaced can hand out KV computed for other tokens.
+
+Entries whose block no sequence holds are evictable: least recently released
+first. The block manager releases a sequence's blocks deepest first, so among
+blocks released together the one holding more hashed tokens goes first and a
+chain is evicted from its tail, never leaving a child without its parent.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Iterator, Optional
+
+HashFn = Callable[[Optional[int], tuple], int]
+
+
+def default_block_hash(parent_hash: Optional[int], tokens: tuple) -> int:
+    """Chained hash of one full block: its parent's hash and its token ids."""
+    return hash((parent_hash, tokens))
+
+
+class CacheEntry:
+    __slots__ = ("hash", "tokens", "block", "depth", "serial", "parent_serial")
+
+    def __init__(self, block_hash: int, tokens: tuple, block: int, depth: int,
+                 serial: int, parent_serial: Optional[int]) -> None:
+        self.hash = block_hash
+        self.tokens = tokens
+        self.block = block
+        self.depth = depth
+        self.serial = serial
+        self.parent_serial = parent_serial
+
+
+class PrefixCache:
+    """Hash -> entry, block -> entry, and the LRU of evictable blocks."""
+
+    def __init__(self, hash_fn: HashFn = default_block_hash) -> None:
+        if not callable(hash_fn):
+            raise ValueError(f"hash_fn must be callable, got {hash_fn!r}")
+        self.hash_fn = hash_fn
+        self._by_hash: dict[int, CacheEntry] = {}
+        self._by_block: dict[int, CacheEntry] = {}
+        self._evictable: OrderedDict[int, None] = OrderedDict()
+        self._next_serial = 0
+
+    def __len__(self) -> int:
+        return len(self._by_block)
+
+    @property
+    def num_evictable(self) -> int:
+        return len(self._evictable)
+
+    def lookup(self, block_hash: int, tokens: tuple,
+               parent_serial: Optional[int]) -> Optional[CacheEntry]:
+        """The entry for this block of this chain, or None (a miss)."""
+        entry = self._by_hash.get(block_hash)
+        if (entry is None or entry.parent_serial != parent_serial
+                or entry.tokens != tokens):
+            return None
+        return entry
+
+    def entry_of(self, block: int) -> Optional[CacheEntry]:
+        return self._by_block.get(block)
+
+    def register(self, block_hash: int, tokens: tuple, block: int, depth: int,
+                 parent_serial: Optional[int]) -> Optional[CacheEntry]:
+        """Make `block` the entry for `block_hash`. Returns None when the hash
+        already names another block (a duplicate or a collision): the first
+        entry stays and the caller keeps its own block uncached."""
+        entry = self._by_hash.get(block_hash)
+        if entry is not None:
+            return entry if entry.block == block else None
+        if block in self._by_block:
+            raise ValueError(f"block {block} is already a prefix-cache entry")
+        entry = CacheEntry(block_hash, tokens, block, depth, self._next_serial,
+                           parent_serial)
+        self._next_serial += 1
+        self._by_hash[block_hash] = entry
+        self._by_block[block] = entry
+        return entry
+
+    def park(self, block: int) -> None:
+        """The last holder released `block`; it stays cached, evictable."""
+        self._evictable[block] = None
+
+    def unpark(self, block: int) -> None:
+        """A lookup hit an evictable block; it is held again."""
+        del self._evictable[block]
+
+    def evict(self) -> int:
+        """Drop the least recently released entry; returns its block."""
+        if not self._evictable:
+            raise ValueError("evict: no evictable prefix-cache block")
+        block, _ = self._evictable.popitem(last=False)
+        entry = self._by_block.pop(block)
+        del self._by_hash[entry.hash]
+        return block
+
+    def entries(self) -> Iterator[CacheEntry]:
+        return iter(self._by_block.values())
+
+    def evictable_blocks(self) -> list[int]:
+        """Evictable blocks, the next to be evicted first."""
+        return list(self._evictable)

@@ -1,0 +1,44 @@
+"""Remembered swap copies, so a block shared by several sequences is copied once.
+
+When one holder of a shared block swaps out (or in), its copy is recorded as
+src -> dst. A later holder of the same src reuses dst instead of copying again.
+A link is only true while both blocks are alive and src is unchanged, so the
+block manager forgets it when either block is released or src is written.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+class SwapLinks:
+    __slots__ = ("_fwd", "_rev")
+
+    def __init__(self) -> None:
+        self._fwd: dict[int, int] = {}
+        self._rev: dict[int, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._fwd)
+
+    def get(self, src: int) -> Optional[int]:
+        return self._fwd.get(src)
+
+    def link(self, src: int, dst: int) -> None:
+        old = self._fwd.get(src)
+        if old is not None and old != dst:
+            del self._rev[old]
+        self._fwd[src] = dst
+        self._rev[dst] = src
+
+    def forget_src(self, src: int) -> None:
+        dst = self._fwd.pop(src, None)
+        if dst is not None:
+            del self._rev[dst]
+
+    def forget_dst(self, dst: int) -> None:
+        src = self._rev.pop(dst, None)
+        if src is not None:
+            del self._fwd[src]
+
+    def items(self) -> list[tuple[int, int]]:
+        return list(self._fwd.items())
