@@ -1,0 +1,1 @@
+from kernels.paged_prefill import paged_prefill

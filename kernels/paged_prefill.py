@@ -1,0 +1,231 @@
+"""Paged prefill/extend attention: many query tokens per sequence over a paged KV cache.
+
+Flash-attention forward with the keys read through the block table. One program
+per (query tile of BLOCK_M rows of one sequence, query head); it loops over KV
+tiles of BLOCK_N tokens with an online softmax. The queries are the last
+query_len tokens of their context, so query row r sees keys 0 … prefix + r
+(prefix = context_len − query_len): KV tiles wholly below the tile's diagonal run
+without masks, the few that cross it are masked, and those above it are never
+loaded.
+
+Why per query head rather than per KV head with the GQA group packed into the
+rows: prefill is compute bound, and the group's other heads run as neighbouring
+programs (the head index varies fastest in the grid), so their K/V tiles come
+from L2; per-head programs keep the causal mask a plain row/column compare.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.prefill_plan import PrefillPlan, plan_prefill
+from kernels.validation import QUANTIZED_DTYPES, QUERY_DTYPES, check_heads, check_kv_cache, \
+    check_kv_scales, check_shape, check_tensor
+
+_LOG2E = 1.4426950408889634
+
+
+def _interpreting() -> bool:
+    # Local stand-in until kernels.triton_compat lands.
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def _attend(acc, l_i, m_i, q, k_base, v_base, ks_base, vs_base, bt_row, lo, hi, prefix, offs_m, qk_scale,
+            stride_cb, stride_cs, stride_sb, stride_ss,
+            HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
+            MASKED: tl.constexpr, QUANTIZED: tl.constexpr, DOT_DTYPE: tl.constexpr,
+            PRECISION: tl.constexpr):
+    """Online softmax over the KV tokens [lo, hi). MASKED: apply the causal mask and
+    the hi bound (hi <= context_len); unmasked calls get whole tiles below the diagonal."""
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < hi
+        # Gather token by token: block id from the table, then the slot in the block.
+        if MASKED:
+            blocks = tl.load(bt_row + offs_n // PAGE, mask=n_ok, other=0)
+        else:
+            blocks = tl.load(bt_row + offs_n // PAGE)
+        slots = offs_n % PAGE
+        tok = blocks.to(tl.int64) * stride_cb + slots * stride_cs          # int64: 32k-block caches
+        ptrs = tok[:, None] + offs_d[None, :]
+        if MASKED:
+            if HEAD_DIM == BLOCK_D:
+                kv_mask = n_ok[:, None]
+            else:
+                kv_mask = n_ok[:, None] & d_ok[None, :]
+            k = tl.load(k_base + ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_base + ptrs, mask=kv_mask, other=0.0)
+        elif HEAD_DIM == BLOCK_D:
+            k = tl.load(k_base + ptrs)
+            v = tl.load(v_base + ptrs)
+        else:
+            k = tl.load(k_base + ptrs, mask=d_ok[None, :], other=0.0)
+            v = tl.load(v_base + ptrs, mask=d_ok[None, :], other=0.0)
+        qk = tl.dot(q, tl.trans(k.to(DOT_DTYPE)), input_precision=PRECISION)
+        if QUANTIZED:
+            # int8/fp8 values are exact in the dot dtype; the per-token scales
+            # multiply score columns (K) and probability columns (V) instead of
+            # every element of the tiles.
+            s_off = blocks.to(tl.int64) * stride_sb + slots * stride_ss
+            ks = tl.load(ks_base + s_off, mask=n_ok, other=0.0)
+            vs = tl.load(vs_base + s_off, mask=n_ok, other=0.0)
+            qk = qk * ks[None, :]
+        qk = qk * qk_scale
+        if MASKED:
+            visible = (offs_n[None, :] <= prefix + offs_m[:, None]) & n_ok[None, :]
+            qk = tl.where(visible, qk, float("-inf"))
+        # Every row sees key 0 in its first tile, so m_new is finite from the start.
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        if QUANTIZED:
+            p = p * vs[None, :]
+        acc = tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE), acc, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _paged_prefill_kernel(
+        q_ptr, kv_ptr, scales_ptr, out_ptr, bt_ptr, qsl_ptr, ctx_ptr, tile_map_ptr,
+        qk_scale, max_tiles, num_heads,
+        stride_qt, stride_qh, stride_ot, stride_oh,
+        stride_cb, stride_ckv, stride_cs, stride_ch,
+        stride_sb, stride_skv, stride_ss, stride_sh, stride_bt,
+        GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, QUANTIZED: tl.constexpr,
+        DOT_F32: tl.constexpr, PRECISION: tl.constexpr):
+    # 1-D grid, head fastest: the programs of one query tile run side by side and
+    # share K/V tiles through L2 (axis 0 also has no 65535 limit).
+    pid = tl.program_id(0)
+    head = pid % num_heads
+    tile = pid // num_heads
+    seq = tl.load(tile_map_ptr + tile)
+    if seq < 0:
+        return
+    m_block = tl.load(tile_map_ptr + max_tiles + tile)
+    q_start = tl.load(qsl_ptr + seq)
+    q_len = tl.load(qsl_ptr + seq + 1) - q_start
+    ctx = tl.load(ctx_ptr + seq)
+    prefix = ctx - q_len
+
+    if DOT_F32:
+        DOT_DTYPE: tl.constexpr = tl.float32
+    else:
+        DOT_DTYPE: tl.constexpr = q_ptr.dtype.element_ty
+    offs_m = m_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < q_len
+    io_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
+    rows = (q_start + offs_m).to(tl.int64)
+    q = tl.load(q_ptr + rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :], mask=io_mask, other=0.0)
+    q = q.to(DOT_DTYPE)
+
+    kv_head = head // GROUP
+    k_base = kv_ptr + kv_head * stride_ch
+    v_base = k_base + stride_ckv
+    ks_base = scales_ptr + kv_head * stride_sh
+    vs_base = ks_base + stride_skv
+    bt_row = bt_ptr + seq.to(tl.int64) * stride_bt
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    first_row = m_block * BLOCK_M
+    # Keys [0, prefix + first_row] are visible to every row of the tile.
+    full_end = ((prefix + first_row + 1) // BLOCK_N) * BLOCK_N
+    kv_end = tl.minimum(prefix + first_row + BLOCK_M, ctx)
+    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, ks_base, vs_base, bt_row, 0, full_end,
+                            prefix, offs_m, qk_scale, stride_cb, stride_cs, stride_sb, stride_ss,
+                            HEAD_DIM, BLOCK_D, PAGE, BLOCK_N, False, QUANTIZED, DOT_DTYPE, PRECISION)
+    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, ks_base, vs_base, bt_row, full_end, kv_end,
+                            prefix, offs_m, qk_scale, stride_cb, stride_cs, stride_sb, stride_ss,
+                            HEAD_DIM, BLOCK_D, PAGE, BLOCK_N, True, QUANTIZED, DOT_DTYPE, PRECISION)
+    out = acc / l_i[:, None]
+    tl.store(out_ptr + rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
+             out.to(out_ptr.dtype.element_ty), mask=io_mask)
+
+
+def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
+                  query_start_loc: torch.Tensor, context_lens: torch.Tensor, scale: float,
+                  kv_scales: torch.Tensor | None = None, out: torch.Tensor | None = None, *,
+                  plan: PrefillPlan | None = None, **tuning: int | None) -> torch.Tensor:
+    """Causal attention of `query` [T, Hq, D] (varlen by `query_start_loc`, the last
+    tokens of each context) over the paged `kv_cache`; returns [T, Hq, D] in the
+    query dtype (written into `out` when given).
+
+    `plan` (from `plan_prefill`, once per batch) skips the index checks that sync
+    with the host and the tile-map build; without it they run here. `tuning`
+    overrides `prefill_config` (block_m, block_n, num_warps, num_stages) when no
+    plan is given.
+    """
+    query = check_tensor("query", query, 3, QUERY_DTYPES)
+    device = query.device
+    kv_cache = check_kv_cache("kv_cache", kv_cache, device)
+    num_tokens, num_heads, head_dim = query.shape
+    num_blocks, _, block_size, num_kv_heads, cache_dim = kv_cache.shape
+    if query.stride(-1) != 1:
+        raise ValueError("query must be contiguous in head_dim (stride(-1) == 1)")
+    if cache_dim != head_dim:
+        raise ValueError(f"query head_dim {head_dim} != kv_cache head_dim {cache_dim}")
+    if not 16 <= head_dim <= 256:
+        raise ValueError(f"head_dim must be in [16, 256], got {head_dim}")
+    if block_size & (block_size - 1):
+        raise ValueError(f"kv_cache block_size must be a power of two, got {block_size}")
+    check_heads(num_heads, num_kv_heads)
+    quantized = kv_cache.dtype in QUANTIZED_DTYPES
+    if not quantized and kv_cache.dtype != query.dtype:
+        raise ValueError(f"kv_cache dtype {kv_cache.dtype} must match query dtype {query.dtype} "
+                         "(or be int8/float8_e4m3fn with kv_scales)")
+    kv_scales = check_kv_scales(kv_scales, kv_cache)
+    if not isinstance(scale, (int, float)) or not scale > 0 or scale == float("inf"):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    if out is None:
+        out = torch.empty_like(query)
+    else:
+        out = check_tensor("out", out, 3, (query.dtype,), device)
+        check_shape("out", out, tuple(query.shape))
+        if out.stride(-1) != 1:
+            raise ValueError("out must be contiguous in head_dim (stride(-1) == 1)")
+    on_gpu = device.type == "cuda" and not _interpreting()
+    if plan is None:
+        plan = plan_prefill(query_start_loc, context_lens, block_tables, num_tokens, num_blocks,
+                            block_size, head_dim, query.dtype, on_gpu, **tuning)
+    else:
+        if tuning:
+            raise ValueError("tuning overrides go to plan_prefill when a plan is given")
+        check_tensor("query_start_loc", query_start_loc, 1, (torch.int32,), device)
+        check_tensor("context_lens", context_lens, 1, (torch.int32,), device)
+        check_tensor("block_tables", block_tables, 2, (torch.int32,), device)
+        if (plan.num_tokens, plan.num_seqs) != (num_tokens, context_lens.shape[0]):
+            raise ValueError(f"plan was built for {plan.num_tokens} tokens / {plan.num_seqs} sequences, "
+                             f"got {num_tokens} / {context_lens.shape[0]}")
+    if num_tokens == 0 or plan.num_seqs == 0:
+        return out
+    if block_tables.stride(1) != 1:
+        raise ValueError("block_tables rows must be contiguous (stride(1) == 1)")
+
+    cfg = plan.config
+    interp = _interpreting()
+    scales = kv_scales if quantized else kv_cache  # placeholder pointer, never read when not quantised
+    s_strides = kv_scales.stride() if quantized else (0, 0, 0, 0)
+    max_tiles = plan.tile_map.shape[1]
+    grid = (max_tiles * num_heads,)
+    _paged_prefill_kernel[grid](
+        query, kv_cache, scales, out, block_tables, query_start_loc, context_lens, plan.tile_map,
+        float(scale) * _LOG2E, max_tiles, num_heads,
+        query.stride(0), query.stride(1), out.stride(0), out.stride(1),
+        *kv_cache.stride()[:4], *s_strides, block_tables.stride(0),
+        GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+        PAGE=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, QUANTIZED=quantized,
+        DOT_F32=interp, PRECISION="ieee" if (interp or query.dtype == torch.float32) else "tf32",
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return out

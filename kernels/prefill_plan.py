@@ -1,0 +1,99 @@
+"""Per-batch metadata of the paged prefill kernel: index checks and the tile map.
+
+The kernel runs one program per (query tile of one sequence, query head). Query
+tiles of a varlen batch do not line up with a regular grid, so a small int32
+map, built on the device with torch ops (no host sync), tells each program its
+sequence and tile. A batch's map is the same for every layer: an engine builds
+one `PrefillPlan` per step with `plan_prefill` and passes it to each layer's
+`paged_prefill` call, which then skips the index checks that need host syncs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kernels.prefill_config import PrefillConfig, prefill_config
+from kernels.validation import check_block_tables, check_tensor
+
+
+@dataclass(frozen=True)
+class PrefillPlan:
+    tile_map: torch.Tensor   # int32 [2, max_tiles]: row 0 sequence (-1: idle program), row 1 tile within it
+    config: PrefillConfig    # launch parameters; the map is built for config.block_m
+    num_seqs: int
+    num_tokens: int
+    max_query_len: int
+
+
+def check_query_start_loc(query_start_loc: object, context_lens: object, num_tokens: int,
+                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Shapes and contents of the varlen metadata (one host sync). Returns
+    (query_start_loc, context_lens, max_query_len)."""
+    context_lens = check_tensor("context_lens", context_lens, 1, (torch.int32,), device)
+    query_start_loc = check_tensor("query_start_loc", query_start_loc, 1, (torch.int32,), device)
+    num_seqs = context_lens.shape[0]
+    if query_start_loc.shape[0] != num_seqs + 1:
+        raise ValueError(f"query_start_loc has {query_start_loc.shape[0]} entries, expected "
+                         f"num_seqs + 1 = {num_seqs + 1} (context_lens has {num_seqs})")
+    starts = query_start_loc.cpu().long()
+    lens = context_lens.cpu().long()
+    if int(starts[0]) != 0 or int(starts[-1]) != num_tokens:
+        raise ValueError(f"query_start_loc must run from 0 to the {num_tokens} query tokens, "
+                         f"got {int(starts[0])} .. {int(starts[-1])}")
+    query_lens = starts[1:] - starts[:-1]
+    if num_seqs and int(query_lens.min()) < 0:
+        raise ValueError("query_start_loc must be non-decreasing")
+    if num_seqs and bool((query_lens > lens).any()):
+        i = int((query_lens > lens).nonzero()[0])
+        raise ValueError(f"sequence {i} has {int(query_lens[i])} query tokens but context_lens "
+                         f"{int(lens[i])}: the queries must be the last tokens of the context")
+    return query_start_loc, context_lens, int(query_lens.max()) if num_seqs else 0
+
+
+def build_tile_map(query_start_loc: torch.Tensor, context_lens: torch.Tensor, num_tokens: int,
+                   block_m: int) -> torch.Tensor:
+    """int32 [2, max_tiles] (sequence, tile) per program, longest tiles first.
+
+    Sequence i has ceil(query_len_i / block_m) tiles; with cum the inclusive
+    cumulative tile counts, global tile t belongs to the sequence
+    searchsorted(cum, t, right=True). The grid size must be known on the host
+    without reading query_start_loc, so it is the bound
+    sum_i ceil(q_i / m) <= ceil(T / m) + num_seqs; programs past the real count
+    get sequence -1 and exit. Tiles are ordered by the number of keys they
+    attend to, largest first, so the long causal tiles start early and the short
+    ones fill the tail of the launch.
+    """
+    device = query_start_loc.device
+    num_seqs = context_lens.shape[0]
+    max_tiles = -(-num_tokens // block_m) + num_seqs
+    starts = query_start_loc.long()
+    query_lens = starts[1:] - starts[:-1]
+    tiles = (query_lens + block_m - 1) // block_m
+    cum = torch.cumsum(tiles, 0)
+    t = torch.arange(max_tiles, device=device)
+    seq = torch.searchsorted(cum, t, right=True)
+    live = seq < num_seqs
+    seq_c = seq.clamp(max=max(num_seqs - 1, 0))
+    tile_in_seq = t - (cum[seq_c] - tiles[seq_c])
+    prefix = context_lens.long()[seq_c] - query_lens[seq_c]
+    keys = prefix + torch.minimum((tile_in_seq + 1) * block_m, query_lens[seq_c])
+    keys = torch.where(live, keys, torch.full_like(keys, -1))
+    order = torch.argsort(keys, descending=True, stable=True)
+    seq_out = torch.where(live, seq, torch.full_like(seq, -1))[order]
+    return torch.stack([seq_out, tile_in_seq[order]]).to(torch.int32).contiguous()
+
+
+def plan_prefill(query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor,
+                 num_tokens: int, num_blocks: int, block_size: int, head_dim: int,
+                 query_dtype: torch.dtype, on_gpu: bool, **overrides: int | None) -> PrefillPlan:
+    """Validate a batch's index data (host syncs), choose the launch parameters
+    (`prefill_config`, with `overrides`) and build the tile map for them."""
+    device = context_lens.device if isinstance(context_lens, torch.Tensor) else torch.device("cpu")
+    query_start_loc, context_lens, max_query_len = check_query_start_loc(
+        query_start_loc, context_lens, num_tokens, device)
+    num_seqs = context_lens.shape[0]
+    check_block_tables(block_tables, num_seqs, num_blocks, context_lens, block_size, device)
+    config = prefill_config(head_dim, query_dtype, on_gpu, max_query_len, **overrides)
+    tile_map = build_tile_map(query_start_loc, context_lens, num_tokens, config.block_m)
+    return PrefillPlan(tile_map, config, num_seqs, num_tokens, max_query_len)
