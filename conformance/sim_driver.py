@@ -1,0 +1,250 @@
+"""Drive the Scheduler with the simulated model and check it after every step.
+
+Loop per step: arrivals and aborts, schedule(), check_step(), the simulated
+model (swap/copy maps applied, new KV written, all KV read back), maybe an abort
+between the model run and update(), update(). At the end: outputs against the
+oracle, every block free.
+
+Step bound (after the last arrival), for N feasible requests with longest
+length W_i = min(prompt_i + max_tokens_i - 1, max_model_len), P = sum W_i and
+O = sum max_tokens_i:
+  - while R is the oldest live request and running, R is never preempted (only
+    the latest running request is; alone it fits, by the feasibility rule) and
+    goes first under the budget, so each step computes >= 1 of R's tokens:
+    at most W_R + M_R steps;
+  - while R is oldest and not running, nothing is admitted past it and only R
+    may be swapped in past other swapped requests, so the running + swapped set
+    S only shrinks. A step with running requests computes a token of the first
+    one, or that one preempted itself after everyone else (running is then
+    empty); with none running, the oldest swapped request (or R) comes in and
+    computes. A member of S keeps its progress while in S (swap keeps KV; a
+    recompute sends it to wait behind R), so that phase takes at most
+    2 * (sum_{q != R} (W_q + M_q) + 1) + 1 steps.
+Summing over the requests in arrival order: at most (2N + 1)(P + O) + 3N steps.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from conformance.sim_model import kv_chain, kv_of, next_token, reference_generate
+from engine.config import CacheConfig, SchedulerConfig
+from engine.scheduler import Scheduler
+from engine.scheduler_output import SchedulerOutput
+from engine.sequence import SequenceStatus as S
+
+
+@dataclass(frozen=True)
+class Arrival:
+    step: int
+    request_id: str
+    prompt: tuple[int, ...]
+    max_tokens: int
+    eos: tuple[int, ...] = ()
+
+
+@dataclass
+class DriveResult:
+    steps: int = 0
+    steps_after_last_arrival: int = 0
+    bound: int = 0
+    outputs: dict[str, list[int]] = field(default_factory=dict)
+    reasons: dict[str, str | None] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    preemptions: dict[str, int] = field(default_factory=dict)
+    max_batched_tokens: int = 0
+
+
+def worst_len(a: Arrival, cfg: SchedulerConfig) -> int:
+    return min(len(a.prompt) + a.max_tokens - 1, cfg.max_model_len)
+
+
+def expected_infeasible(a: Arrival, cfg: SchedulerConfig, cache: CacheConfig) -> bool:
+    """The feasibility rule restated from the issue, independently of the code."""
+    if len(a.prompt) > cfg.max_model_len:
+        return True
+    w = worst_len(a, cfg)
+    if not cfg.enable_chunked_prefill and w > cfg.max_num_batched_tokens:
+        return True
+    usable = cache.num_gpu_blocks - int(cache.watermark * cache.num_gpu_blocks)
+    return -(-w // cache.block_size) > usable
+
+
+def step_bound(arrivals: list[Arrival], cfg: SchedulerConfig, cache: CacheConfig) -> int:
+    feasible = [a for a in arrivals if not expected_infeasible(a, cfg, cache)]
+    n = len(feasible)
+    work = sum(worst_len(a, cfg) + a.max_tokens for a in feasible)
+    return (2 * n + 1) * work + 3 * n
+
+
+class SimKV:
+    """GPU and CPU block contents; runs one step of the simulated model."""
+
+    def __init__(self, cache: CacheConfig) -> None:
+        self.bs = cache.block_size
+        self.gpu = [[None] * self.bs for _ in range(cache.num_gpu_blocks)]
+        self.cpu = [[None] * self.bs for _ in range(cache.num_cpu_blocks)]
+
+    def run(self, sched: Scheduler, out: SchedulerOutput,
+            expected_kv: dict[int, list[int]]) -> dict[int, int]:
+        gpu, cpu, bs, bm = self.gpu, self.cpu, self.bs, sched.block_manager
+        for g, c in out.blocks_to_swap_out.items():
+            cpu[c] = list(gpu[g])
+        for c, g in out.blocks_to_swap_in.items():
+            gpu[g] = list(cpu[c])
+        for src, dst in out.blocks_to_copy:
+            gpu[dst] = list(gpu[src])
+        written: dict[tuple[int, int], int] = {}
+        tables = {}
+        for s in out.scheduled:       # write every new token's KV first (per layer)
+            seq = s.seq
+            table = tables[seq.seq_id] = bm.get_block_table(seq)
+            want = expected_kv[seq.seq_id]
+            for p in range(s.start, s.start + s.num_new_tokens):
+                slot = (table[p // bs], p % bs)
+                assert written.setdefault(slot, want[p]) == want[p], \
+                    f"two sequences write different KV into slot {slot} in one step"
+                gpu[slot[0]][slot[1]] = want[p]
+        sampled = {}
+        for s in out.scheduled:       # then attend over everything up to the new tokens
+            seq, table = s.seq, tables[s.seq.seq_id]
+            end = s.start + s.num_new_tokens
+            read = [gpu[table[p // bs]][p % bs] for p in range(end)]
+            want = expected_kv[seq.seq_id][:end]
+            if read != want:
+                bad = next(p for p in range(end) if read[p] != want[p])
+                raise AssertionError(f"seq {seq.seq_id} reads wrong KV at position {bad} "
+                                     f"(block {table[bad // bs]})")
+            if s.do_sample:
+                sampled[seq.seq_id] = next_token(read)
+        return sampled
+
+
+def _snapshot(sched: Scheduler) -> dict[str, S]:
+    return {rid: r.seq.status for rid, r in sched.requests.items()}
+
+
+def check_step(sched: Scheduler, out: SchedulerOutput, before: dict[str, S],
+               infeasible: set[str]) -> None:
+    cfg, bs = sched.config, sched.cache_config.block_size
+    waiting, running, swapped = list(sched.waiting), sched.running, list(sched.swapped)
+    # Budgets.
+    assert out.num_batched_tokens == sum(s.num_new_tokens for s in out.scheduled)
+    assert out.num_batched_tokens <= cfg.max_num_batched_tokens
+    assert len(out.scheduled) <= cfg.max_num_seqs and len(running) <= cfg.max_num_seqs
+    # Queues: disjoint, statuses right, sorted by arrival, exactly the live requests.
+    for queue, status in ((waiting, S.WAITING), (running, S.RUNNING), (swapped, S.SWAPPED)):
+        assert all(r.seq.status is status for r in queue), f"{status} queue holds {queue}"
+        arrivals = [r.arrival for r in queue]
+        assert arrivals == sorted(arrivals), f"{status} queue out of arrival order"
+    ids = [r.request_id for r in waiting + running + swapped]
+    assert len(ids) == len(set(ids)), "a request sits in two queues"
+    assert set(ids) == set(sched.requests), "queues and live requests differ"
+    # Each scheduled sequence: running, once, its tokens contiguous and slotted.
+    seen = set()
+    for s in out.scheduled:
+        seq = s.seq
+        assert seq.seq_id not in seen and seq.status is S.RUNNING
+        seen.add(seq.seq_id)
+        assert s.start == seq.num_computed_tokens and s.num_new_tokens >= 1
+        end = s.start + s.num_new_tokens
+        assert end <= len(seq) and s.do_sample == (end == len(seq))
+        assert cfg.enable_chunked_prefill or s.do_sample, "a chunk with chunked prefill off"
+        table = sched.block_manager.get_block_table(seq)
+        assert len(table) * bs >= end, f"seq {seq.seq_id}: {end} tokens, {len(table)} blocks"
+        assert all(0 <= b < sched.cache_config.num_gpu_blocks for b in table)
+    # Preemption, swapped-before-new, strict FCFS.
+    now = {r.request_id: r.seq.status for r in waiting + running + swapped}
+    for rid in out.preempted:
+        assert before[rid] is S.RUNNING and now[rid] in (S.WAITING, S.SWAPPED)
+    admitted = [rid for rid, st in before.items() if st is S.WAITING and now.get(rid) is S.RUNNING]
+    swapped_in = [rid for rid, st in before.items()
+                  if st is S.SWAPPED and now.get(rid) is S.RUNNING]
+    if out.preempted:
+        assert not admitted and not swapped_in, "admitted or swapped in after preempting"
+    if admitted:
+        assert not swapped, "admitted a new prefill while a request is swapped out"
+    arrival = {r.request_id: r.arrival for r in waiting + running + swapped}
+    if admitted and waiting:
+        assert max(arrival[r] for r in admitted) < waiting[0].arrival, "FCFS broken"
+    if swapped_in and swapped:
+        assert max(arrival[r] for r in swapped_in) < swapped[0].arrival, "swap-in order"
+    # Work-conserving: budget left over means every running request got tokens.
+    if not out.preempted and out.num_batched_tokens < cfg.max_num_batched_tokens:
+        assert len(seen) == len(running), "budget left but a running request idles"
+    # Ignored requests are exactly the infeasible ones.
+    for req in out.ignored:
+        assert req.status is S.FINISHED_IGNORED and req.error
+        assert req.request_id in infeasible, f"feasible {req.request_id!r} ignored: {req.error}"
+
+
+def drive(cfg: SchedulerConfig, cache: CacheConfig, arrivals: list[Arrival],
+          aborts: dict[int, list[str]] | None = None, seed: int = 0) -> DriveResult:
+    """Run the stream to the drain, checking every step. aborts: step -> ids to
+    abort then (an id not yet arrived is an unknown id: abort must say False)."""
+    aborts = aborts or {}
+    rng = random.Random(seed)
+    sched, kv = Scheduler(cfg, cache), SimKV(cache)
+    res = DriveResult(bound=step_bound(arrivals, cfg, cache))
+    infeasible = {a.request_id for a in arrivals if expected_infeasible(a, cfg, cache)}
+    pending = sorted(arrivals, key=lambda a: a.step)
+    last_arrival = max((a.step for a in arrivals), default=0)
+    reqs, expected_kv = {}, {}
+    step = 0
+    while pending or sched.has_unfinished():
+        while pending and pending[0].step <= step:
+            a = pending.pop(0)
+            req = reqs[a.request_id] = sched.add_request(a.request_id, list(a.prompt),
+                                                         a.max_tokens, eos_token_ids=a.eos)
+            expected_kv[req.seq.seq_id] = kv_chain(a.prompt)
+        for rid in aborts.get(step, ()):
+            live = rid in sched.requests
+            assert sched.abort(rid) == live
+        before = _snapshot(sched)
+        out = sched.schedule()
+        check_step(sched, out, before, infeasible)
+        res.max_batched_tokens = max(res.max_batched_tokens, out.num_batched_tokens)
+        sampled = kv.run(sched, out, expected_kv)
+        if out.scheduled and rng.random() < 0.05:      # abort while the step is in flight
+            victim = rng.choice(out.scheduled)
+            assert sched.abort(victim.request.request_id)
+            if rng.random() < 0.5:
+                sampled.pop(victim.seq.seq_id, None)
+        for req in sched.update(out, sampled):
+            assert req.is_finished
+        for s in out.scheduled:
+            if s.do_sample and s.seq.status is not S.FINISHED_ABORTED:
+                chain = expected_kv[s.seq.seq_id]
+                chain.append(kv_of(chain[-1], s.seq.token_ids[-1]))
+        step += 1
+        assert step - last_arrival <= res.bound, f"not drained within {res.bound} steps"
+    res.steps, res.steps_after_last_arrival = step, max(0, step - last_arrival)
+    bm = sched.block_manager
+    assert bm.num_free_gpu_blocks == cache.num_gpu_blocks, "GPU blocks leaked"
+    assert bm.num_free_cpu_blocks == cache.num_cpu_blocks, "CPU blocks leaked"
+    assert not sched.waiting and not sched.running and not sched.swapped
+    for rid, req in reqs.items():
+        res.outputs[rid] = list(req.output_token_ids)
+        res.reasons[rid] = req.finish_reason
+        if req.error:
+            res.errors[rid] = req.error
+    res.preemptions = dict(sched.num_preemptions)
+    _check_outputs(arrivals, res, cfg)
+    return res
+
+
+def _check_outputs(arrivals: list[Arrival], res: DriveResult, cfg: SchedulerConfig) -> None:
+    """Every request's output against the oracle; aborted ones: a prefix of it."""
+    for a in arrivals:
+        reason = res.reasons[a.request_id]
+        assert reason is not None, f"{a.request_id} never finished"
+        if reason == "ignored":
+            assert not res.outputs[a.request_id]
+            continue
+        want, why = reference_generate(list(a.prompt), a.max_tokens, cfg.max_model_len,
+                                       frozenset(a.eos))
+        got = res.outputs[a.request_id]
+        if reason == "abort":
+            assert got == want[:len(got)], f"{a.request_id}: aborted output diverged"
+        else:
+            assert (got, reason) == (want, why), f"{a.request_id}: {got} {reason} != {want} {why}"

@@ -1,0 +1,69 @@
+"""A request: one prompt, its sampling limits, and how it ended. No torch.
+
+One Sequence per request today; `seqs` is a list so parallel sampling (n > 1,
+children made with Sequence.fork + BlockManager.fork) can be added later.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from engine.sequence import Sequence, SequenceStatus
+
+_FINISH_REASONS = {
+    SequenceStatus.FINISHED_STOPPED: "stop",
+    SequenceStatus.FINISHED_LENGTH: "length",
+    SequenceStatus.FINISHED_ABORTED: "abort",
+    SequenceStatus.FINISHED_IGNORED: "ignored",
+}
+
+
+class Request:
+    """request_id: caller's name for it (unique among live requests).
+    arrival: a monotonically increasing number given by the scheduler; lower
+        arrived earlier (FCFS order and the preemption victim choice use it).
+    max_tokens: most output tokens. eos_token_ids / stop_token_ids: sampling one
+        of these finishes the request ("stop"); EOS is skipped when ignore_eos.
+    error: why the request was ignored (FINISHED_IGNORED), else None.
+    """
+
+    __slots__ = ("request_id", "seqs", "seq", "arrival", "max_tokens",
+                 "eos_token_ids", "stop_token_ids", "ignore_eos", "stop_ids", "error")
+
+    def __init__(self, request_id: str, seq: Sequence, arrival: int, max_tokens: int,
+                 eos_token_ids: Iterable[int] = (), stop_token_ids: Iterable[int] = (),
+                 ignore_eos: bool = False) -> None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ValueError(f"request {request_id!r}: max_tokens must be a positive int, "
+                             f"got {max_tokens!r}")
+        self.request_id = request_id
+        self.seq = seq
+        self.seqs = [seq]
+        self.arrival = arrival
+        self.max_tokens = max_tokens
+        self.eos_token_ids = frozenset(eos_token_ids)
+        self.stop_token_ids = frozenset(stop_token_ids)
+        self.ignore_eos = ignore_eos
+        # The one set the hot path tests each sampled token against.
+        self.stop_ids = self.stop_token_ids if ignore_eos else (
+            self.eos_token_ids | self.stop_token_ids)
+        self.error: str | None = None
+
+    @property
+    def status(self) -> SequenceStatus:
+        return self.seq.status
+
+    @property
+    def is_finished(self) -> bool:
+        return self.seq.status.is_finished
+
+    @property
+    def finish_reason(self) -> str | None:
+        """"stop", "length", "abort", "ignored", or None while unfinished."""
+        return _FINISH_REASONS.get(self.seq.status)
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.seq.output_token_ids
+
+    def __repr__(self) -> str:
+        return f"Request({self.request_id!r}, arrival={self.arrival}, {self.seq!r})"

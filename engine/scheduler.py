@@ -1,0 +1,361 @@
+"""Continuous-batching scheduler: waiting / running / swapped queues. No torch.
+
+A step is `out = schedule()`, the model runs `out`, then `update(out, sampled)`.
+
+schedule() fills one step under two budgets (at most max_num_seqs sequences
+running, at most max_num_batched_tokens tokens computed), in this order:
+  1. running requests in arrival order: a decode (1 token) or the next prompt
+     chunk (min(rest, budget left) with chunked prefill; else the whole rest);
+  2. swapped requests, swapped back in (arrival order) -- not in a step that
+     preempted, since preemption means the GPU has no room;
+  3. waiting requests, admitted strictly first-come-first-served: the first one
+     that does not fit stops admission (no later one jumps it); nothing is
+     admitted while a request is still swapped out or after a preemption.
+
+Slots. The block manager is always shown exactly the tokens that have KV by the
+end of the step being scheduled (the sequence, or a prefix copy of it for a
+chunk), so every scheduled token has a slot before the step runs and every block
+it registers in the prefix cache is written by then (it registers blocks as they
+fill, before their KV exists). Admission allocate()s the first chunk; each later
+step append_slots() its chunk. A decode: update() appends the sampled token at
+position p = len - 1 without a slot; the next schedule() computes p and calls
+append_slots first, so a block is taken only by the step that writes it, and
+running out there is what triggers preemption.
+
+Preemption. When a running request's tokens get no slot, the latest-arrived
+running request is preempted (the needy one itself if it is the latest):
+  - "swap": swap_out to CPU (SWAPPED); it resumes with its KV intact;
+  - "recompute" (or swap without CPU room): blocks freed, num_computed_tokens
+    reset, back to waiting; it re-prefills prompt + outputs later, prefix-cache
+    hits counting as computed.
+Preempted requests rejoin their queue at their arrival position (the front, in
+practice), so FCFS holds across them.
+
+Feasibility. add_request() reports a request FINISHED_IGNORED (with .error, in
+the next SchedulerOutput.ignored) when it could get stuck: prompt longer than
+max_model_len; its longest sequence W = min(prompt + max_tokens - 1,
+max_model_len) (what a recompute may re-prefill, and what its blocks hold) needs
+more blocks than can_allocate ever grants (NEVER); or, with chunked prefill off,
+W exceeds max_num_batched_tokens. So an admitted request fits alone on an empty
+GPU in one step's budget: the oldest live request is never preempted (only the
+latest is, and alone it fits) and gets the budget first, which bounds progress
+(see conformance/sim_driver.py for the step bound).
+
+abort(request_id) frees the request from any queue and returns True; an unknown
+or finished id is a reported no-op (returns False): a client may abort a request
+that has just finished. Call it between steps or after the model ran, not
+between schedule() and the model run (blocks registered for that step would be
+left cached without their KV).
+"""
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Iterable
+
+from engine.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
+from engine.config import CacheConfig, SchedulerConfig
+from engine.request import Request
+from engine.scheduler_output import ScheduledSequence, SchedulerOutput
+from engine.sequence import Sequence, SequenceStatus
+
+_RUNNING = SequenceStatus.RUNNING
+
+
+def _by_arrival(req: Request) -> int:
+    return req.arrival
+
+
+def _prefix(seq: Sequence, num_tokens: int) -> Sequence:
+    """What the block manager should see of a sequence mid-prefill."""
+    return Sequence(seq.seq_id, seq.token_ids[:num_tokens])
+
+
+def _insert_by_arrival(queue: deque[Request], req: Request) -> None:
+    i = 0
+    while i < len(queue) and queue[i].arrival < req.arrival:
+        i += 1
+    queue.insert(i, req)
+
+
+class Scheduler:
+    def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig) -> None:
+        self.config = scheduler_config
+        self.cache_config = cache_config
+        self.block_manager = BlockManager(
+            block_size=cache_config.block_size, num_gpu_blocks=cache_config.num_gpu_blocks,
+            num_cpu_blocks=cache_config.num_cpu_blocks,
+            enable_prefix_caching=cache_config.enable_prefix_caching,
+            watermark=cache_config.watermark)
+        # Each queue is kept sorted by arrival.
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.swapped: deque[Request] = deque()
+        self.requests: dict[str, Request] = {}          # live (unfinished) requests
+        self.num_preemptions = {"recompute": 0, "swap": 0}
+        self._ignored: list[Request] = []               # for the next schedule()
+        self._next_arrival = 0
+        self._pending: SchedulerOutput | None = None    # scheduled, not yet updated
+
+    # ---- requests ---------------------------------------------------------------
+    def add_request(self, request_id: str, prompt_token_ids: list[int], max_tokens: int,
+                    eos_token_ids: Iterable[int] = (), stop_token_ids: Iterable[int] = (),
+                    ignore_eos: bool = False) -> Request:
+        if request_id in self.requests:
+            raise ValueError(f"request_id {request_id!r} is already live")
+        arrival = self._next_arrival
+        seq = Sequence(arrival, prompt_token_ids)       # arrival doubles as a unique seq id
+        req = Request(request_id, seq, arrival, max_tokens, eos_token_ids,
+                      stop_token_ids, ignore_eos)
+        self._next_arrival += 1
+        error = self._infeasible(req)
+        if error is not None:
+            req.error = error
+            seq.status = SequenceStatus.FINISHED_IGNORED
+            self._ignored.append(req)
+        else:
+            self.requests[request_id] = req
+            self.waiting.append(req)
+        return req
+
+    def _infeasible(self, req: Request) -> str | None:
+        cfg, seq = self.config, req.seq
+        if seq.prompt_len > cfg.max_model_len:
+            return (f"prompt has {seq.prompt_len} tokens, more than "
+                    f"max_model_len={cfg.max_model_len}")
+        worst = min(seq.prompt_len + req.max_tokens - 1, cfg.max_model_len)
+        if not cfg.enable_chunked_prefill and worst > cfg.max_num_batched_tokens:
+            return (f"prompt ({seq.prompt_len} tokens) with up to {req.max_tokens} output "
+                    f"tokens may need a {worst}-token prefill (a preempted request "
+                    f"re-prefills its outputs too), more than max_num_batched_tokens="
+                    f"{cfg.max_num_batched_tokens} with chunked prefill off")
+        probe = Sequence(-1, [-1] * worst)              # token ids that hit no cache entry
+        if self.block_manager.can_allocate(probe) is AllocStatus.NEVER:
+            bs = self.cache_config.block_size
+            return (f"a sequence of up to {worst} tokens needs {-(-worst // bs)} blocks of "
+                    f"{bs} tokens, more than the GPU pool can ever hold "
+                    f"(num_gpu_blocks={self.cache_config.num_gpu_blocks}, "
+                    f"watermark={self.cache_config.watermark})")
+        return None
+
+    def abort(self, request_id: str) -> bool:
+        """Finish a live request as FINISHED_ABORTED and free its blocks.
+        Returns False, changing nothing, for an unknown or finished id."""
+        req = self.requests.pop(request_id, None)
+        if req is None:
+            return False
+        status = req.seq.status
+        if status is SequenceStatus.WAITING:
+            self.waiting.remove(req)
+        elif status is _RUNNING:
+            self.running.remove(req)
+        else:
+            self.swapped.remove(req)
+        self.block_manager.free(req.seq)                # a no-op without blocks
+        req.seq.status = SequenceStatus.FINISHED_ABORTED
+        return True
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests) or bool(self._ignored)
+
+    # ---- one step ------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        if self._pending is not None:
+            raise RuntimeError("schedule() called before update() of the previous step")
+        out = SchedulerOutput(ignored=self._ignored)
+        self._ignored = []
+        budget = self._schedule_running(out, self.config.max_num_batched_tokens)
+        if not out.preempted:
+            budget = self._schedule_swapped(out, budget)
+            if not self.swapped:
+                budget = self._schedule_waiting(out, budget)
+        out.num_batched_tokens = self.config.max_num_batched_tokens - budget
+        if out.scheduled:
+            self._pending = out
+        return out
+
+    def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
+        bm, running, scheduled = self.block_manager, self.running, out.scheduled
+        chunked = self.config.enable_chunked_prefill
+        i = 0
+        while i < len(running) and budget:
+            req = running[i]
+            i += 1
+            seq = req.seq
+            tokens = seq.token_ids
+            start = seq.num_computed_tokens
+            remaining = len(tokens) - start
+            n = budget if chunked and remaining > budget else remaining
+            view = seq if n == remaining else _prefix(seq, start + n)
+            try:
+                copies = bm.append_slots(view)          # raises before changing anything
+            except NoFreeBlocksError:
+                copies = self._make_room(req, view, out)
+                if copies is None:
+                    break                               # req preempted itself
+            if copies:
+                out.blocks_to_copy.extend(copies)
+            is_prompt = remaining > 1 or len(tokens) == seq.prompt_len
+            scheduled.append(ScheduledSequence(req, seq, start, n, is_prompt, n == remaining))
+            if is_prompt:
+                out.num_prefill_tokens += n
+            else:
+                out.num_decode_tokens += 1
+            budget -= n
+        return budget
+
+    def _make_room(self, req: Request, view: Sequence,
+                   out: SchedulerOutput) -> list[tuple[int, int]] | None:
+        """Preempt the latest running requests until `view` gets its slots;
+        None when `req` itself had to go."""
+        while True:
+            victim = self.running.pop()                 # the latest arrival
+            self._preempt(victim, out)
+            if victim is req:
+                return None
+            try:
+                return self.block_manager.append_slots(view)
+            except NoFreeBlocksError:
+                continue
+
+    def _schedule_swapped(self, out: SchedulerOutput, budget: int) -> int:
+        bm, swapped, bs = self.block_manager, self.swapped, self.cache_config.block_size
+        chunked = self.config.enable_chunked_prefill
+        while swapped and budget and len(self.running) < self.config.max_num_seqs:
+            req = swapped[0]
+            seq = req.seq
+            start = seq.num_computed_tokens
+            remaining = len(seq) - start
+            n = budget if chunked and remaining > budget else remaining
+            if n > budget:
+                break
+            # Room for its blocks plus those this step's tokens add.
+            held = len(bm.get_block_table(seq))
+            extra = max(0, -(-(start + n) // bs) - held)
+            if not bm.can_swap_in(seq) or bm.num_free_gpu_blocks < held + extra:
+                break
+            swapped.popleft()
+            out.blocks_to_swap_in.update(bm.swap_in(seq))
+            out.blocks_to_copy.extend(
+                bm.append_slots(seq if n == remaining else _prefix(seq, start + n)))
+            self._start(req, start, n, remaining, out)
+            budget -= n
+        return budget
+
+    def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> int:
+        bm, waiting = self.block_manager, self.waiting
+        chunked = self.config.enable_chunked_prefill
+        while waiting and budget and len(self.running) < self.config.max_num_seqs:
+            req = waiting[0]
+            seq = req.seq
+            cached = bm.get_num_cached_tokens(seq)      # prefix hits count as computed
+            remaining = len(seq) - cached
+            n = budget if chunked and remaining > budget else remaining
+            if n > budget:
+                break
+            view = seq if n == remaining else _prefix(seq, cached + n)
+            status = bm.can_allocate(view)
+            if status is AllocStatus.LATER:
+                break
+            waiting.popleft()
+            if status is AllocStatus.NEVER:             # add_request's probe rules this out
+                self._finish_ignored(req, f"needs {len(view)} tokens of KV, more than "
+                                     f"the GPU pool can ever hold")
+                continue
+            bm.allocate(view)
+            if bm.get_num_cached_tokens(seq) != cached:
+                raise RuntimeError(f"prefix hits of {req.request_id!r} changed between "
+                                   f"lookup and allocate")
+            seq.num_computed_tokens = cached
+            self._start(req, cached, n, remaining, out)
+            budget -= n
+        return budget
+
+    def _start(self, req: Request, start: int, n: int, remaining: int,
+               out: SchedulerOutput) -> None:
+        """Move a swapped-in or admitted request to running and schedule its tokens."""
+        seq = req.seq
+        seq.status = _RUNNING
+        bisect.insort(self.running, req, key=_by_arrival)
+        is_prompt = remaining > 1 or len(seq) == seq.prompt_len
+        out.scheduled.append(ScheduledSequence(req, seq, start, n, is_prompt, n == remaining))
+        if is_prompt:
+            out.num_prefill_tokens += n
+        else:
+            out.num_decode_tokens += 1
+
+    def _preempt(self, req: Request, out: SchedulerOutput) -> None:
+        seq, bm = req.seq, self.block_manager
+        out.preempted.append(req.request_id)
+        if self.config.preemption_mode == "swap" and bm.can_swap_out(seq):
+            out.blocks_to_swap_out.update(bm.swap_out(seq))
+            seq.status = SequenceStatus.SWAPPED
+            _insert_by_arrival(self.swapped, req)
+            self.num_preemptions["swap"] += 1
+        else:
+            bm.free(seq)
+            seq.num_computed_tokens = 0
+            seq.status = SequenceStatus.WAITING
+            _insert_by_arrival(self.waiting, req)
+            self.num_preemptions["recompute"] += 1
+
+    def _finish_ignored(self, req: Request, error: str) -> None:
+        req.error = error
+        req.seq.status = SequenceStatus.FINISHED_IGNORED
+        del self.requests[req.request_id]
+        self._ignored.append(req)
+
+    # ---- after the model ran -----------------------------------------------------
+    def update(self, output: SchedulerOutput, sampled: dict[int, int]) -> list[Request]:
+        """Advance the sequences of `output` by the tokens the step computed.
+
+        sampled: seq_id -> token id, one for each scheduled sequence with
+        do_sample (one aborted since schedule() may be given or left out).
+        Returns the requests this step finished (stop token or length); their
+        blocks are freed. Ignored requests are reported in output.ignored."""
+        if output is not self._pending:
+            if not output.scheduled:
+                return []                               # nothing ran
+            raise ValueError("output is not the pending step's (already updated, or stale)")
+        self._check_sampled(output, sampled)
+        self._pending = None
+        max_len = self.config.max_model_len
+        finished: list[Request] = []
+        for s in output.scheduled:
+            seq = s.seq
+            if seq.status is not _RUNNING:              # aborted after schedule()
+                continue
+            seq.num_computed_tokens = s.start + s.num_new_tokens
+            if not s.do_sample:
+                continue
+            token = sampled[seq.seq_id]
+            seq.append_token_id(token)
+            req = s.request
+            if token in req.stop_ids:
+                seq.status = SequenceStatus.FINISHED_STOPPED
+            elif len(seq.output_token_ids) >= req.max_tokens or len(seq) > max_len:
+                seq.status = SequenceStatus.FINISHED_LENGTH
+            else:
+                continue
+            finished.append(req)
+        if finished:
+            for req in finished:
+                self.block_manager.free(req.seq)
+                del self.requests[req.request_id]
+            self.running = [r for r in self.running if r.seq.status is _RUNNING]
+        return finished
+
+    @staticmethod
+    def _check_sampled(output: SchedulerOutput, sampled: dict[int, int]) -> None:
+        """ValueError, before any change, unless `sampled` has a token for every
+        live sampling sequence and none for any other."""
+        want = [s.seq.seq_id for s in output.scheduled if s.do_sample]
+        if len(sampled) == len(want) and all(i in sampled for i in want):
+            return
+        live = {s.seq.seq_id for s in output.scheduled
+                if s.do_sample and s.seq.status is _RUNNING}
+        missing = sorted(live - sampled.keys())
+        extra = sorted(sampled.keys() - set(want))
+        if missing or extra:
+            raise ValueError(f"sampled: no token for seq_ids {missing}; tokens for seq_ids "
+                             f"{extra} that did not sample this step")

@@ -1,0 +1,65 @@
+"""What one scheduler step hands the model runner. Plain data, no torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.request import Request
+from engine.sequence import Sequence
+
+
+class ScheduledSequence:
+    """One sequence's share of a step: compute tokens [start, start + num_new_tokens).
+
+    start: seq.num_computed_tokens before this step (prefix-cache hits included).
+    is_prompt: a prompt (or re-prefill after recompute) chunk; False for a decode.
+    do_sample: the chunk reaches the end of the known tokens, so the runner
+        samples one token for this sequence and passes it to update().
+    """
+
+    __slots__ = ("request", "seq", "start", "num_new_tokens", "is_prompt", "do_sample")
+
+    def __init__(self, request: Request, seq: Sequence, start: int, num_new_tokens: int,
+                 is_prompt: bool, do_sample: bool) -> None:
+        self.request = request
+        self.seq = seq
+        self.start = start
+        self.num_new_tokens = num_new_tokens
+        self.is_prompt = is_prompt
+        self.do_sample = do_sample
+
+    @property
+    def seq_id(self) -> int:
+        return self.seq.seq_id
+
+    def __repr__(self) -> str:
+        kind = "prompt" if self.is_prompt else "decode"
+        return (f"ScheduledSequence({self.request.request_id!r}, {kind}, start={self.start}, "
+                f"n={self.num_new_tokens}, sample={self.do_sample})")
+
+
+@dataclass
+class SchedulerOutput:
+    """scheduled: decodes first (arrival order), then prompt chunks (arrival order).
+
+    The runner applies blocks_to_swap_out, then blocks_to_swap_in, then
+    blocks_to_copy (copy-on-write (src, dst) GPU pairs), and only then runs the
+    model: a block freed by a swap-out may be handed to another sequence in the
+    same step, so its old contents must leave first.
+    ignored: requests finished as FINISHED_IGNORED this step; each has .error.
+    preempted: request ids preempted this step (by either mode).
+    """
+
+    scheduled: list[ScheduledSequence] = field(default_factory=list)
+    num_batched_tokens: int = 0
+    num_prefill_tokens: int = 0
+    num_decode_tokens: int = 0
+    blocks_to_swap_in: dict[int, int] = field(default_factory=dict)
+    blocks_to_swap_out: dict[int, int] = field(default_factory=dict)
+    blocks_to_copy: list[tuple[int, int]] = field(default_factory=list)
+    ignored: list[Request] = field(default_factory=list)
+    preempted: list[str] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing to run (there may still be ignored requests to report)."""
+        return not self.scheduled and not self.blocks_to_swap_out
