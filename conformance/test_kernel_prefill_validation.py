@@ -1,0 +1,132 @@
+"""paged_prefill rejects bad arguments before launch with a ValueError naming the problem,
+and handles the empty cases (no tokens, no sequences, query_len 0) without launching."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.paged_prefill import paged_prefill
+from kernels.prefill_config import prefill_config
+from kernels.prefill_plan import plan_prefill
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def good_args() -> dict:
+    """Two sequences: 3 new tokens over a 5-token prefix, and one decode token over 4."""
+    gen = torch.Generator().manual_seed(0)
+    return dict(
+        query=torch.randn((4, 4, 64), generator=gen).to(DEVICE),
+        kv_cache=torch.randn((6, 2, 4, 2, 64), generator=gen).to(DEVICE),
+        block_tables=torch.tensor([[0, 1], [2, 3]], dtype=torch.int32, device=DEVICE),
+        query_start_loc=torch.tensor([0, 3, 4], dtype=torch.int32, device=DEVICE),
+        context_lens=torch.tensor([8, 5], dtype=torch.int32, device=DEVICE),
+        scale=0.125,
+    )
+
+
+def _with(**changes: object) -> dict:
+    args = good_args()
+    args.update(changes)
+    return args
+
+
+def _int8_cache() -> torch.Tensor:
+    return torch.zeros((6, 2, 4, 2, 64), dtype=torch.int8, device=DEVICE)
+
+
+BAD = [
+    ("query not a tensor", lambda: _with(query=[1.0]), "query must be a torch.Tensor"),
+    ("query int", lambda: _with(query=torch.zeros((4, 4, 64), dtype=torch.int32, device=DEVICE)), "query dtype"),
+    ("query 2-D", lambda: _with(query=torch.zeros((4, 64), device=DEVICE)), "query must have 3 dims"),
+    ("cache 4-D", lambda: _with(kv_cache=torch.zeros((6, 2, 4, 128), device=DEVICE)), "kv_cache must have 5 dims"),
+    ("cache dim1", lambda: _with(kv_cache=torch.zeros((6, 3, 4, 2, 64), device=DEVICE)), "kv_cache dim 1 must be 2"),
+    ("head_dim mismatch", lambda: _with(kv_cache=torch.zeros((6, 2, 4, 2, 80), device=DEVICE)), "head_dim"),
+    ("heads", lambda: _with(kv_cache=torch.zeros((6, 2, 4, 3, 64), device=DEVICE)), "multiple of the cache's kv heads"),
+    ("cache dtype", lambda: _with(kv_cache=torch.zeros((6, 2, 4, 2, 64), dtype=torch.float16, device=DEVICE)),
+     "must match query dtype"),
+    ("missing scales", lambda: _with(kv_cache=_int8_cache()), "kv_scales is required"),
+    ("scales shape", lambda: _with(kv_cache=_int8_cache(), kv_scales=torch.ones((6, 2, 4, 3), device=DEVICE)),
+     "kv_scales has shape"),
+    ("stray scales", lambda: _with(kv_scales=torch.ones((6, 2, 4, 2), device=DEVICE)), "only int8/float8_e4m3fn"),
+    ("block size", lambda: _with(kv_cache=torch.zeros((6, 2, 6, 2, 64), device=DEVICE)), "power of two"),
+    ("scale", lambda: _with(scale=0.0), "scale must be a positive"),
+    ("qsl dtype", lambda: _with(query_start_loc=torch.tensor([0, 3, 4], device=DEVICE)), "query_start_loc dtype"),
+    ("qsl length", lambda: _with(query_start_loc=torch.tensor([0, 4], dtype=torch.int32, device=DEVICE)),
+     "query_start_loc has 2 entries"),
+    ("qsl end", lambda: _with(query_start_loc=torch.tensor([0, 3, 5], dtype=torch.int32, device=DEVICE)),
+     "from 0 to the 4 query tokens"),
+    ("qsl order", lambda: _with(query_start_loc=torch.tensor([0, 5, 4], dtype=torch.int32, device=DEVICE),
+                                query=torch.zeros((4, 4, 64), device=DEVICE)), "non-decreasing"),
+    ("query longer than context", lambda: _with(context_lens=torch.tensor([2, 5], dtype=torch.int32, device=DEVICE)),
+     "sequence 0 has 3 query tokens but context_lens 2"),
+    ("ctx dtype", lambda: _with(context_lens=torch.tensor([8, 5], device=DEVICE)), "context_lens dtype"),
+    ("table too short", lambda: _with(context_lens=torch.tensor([9, 5], dtype=torch.int32, device=DEVICE)),
+     "needs 3 blocks"),
+    ("block id", lambda: _with(block_tables=torch.tensor([[0, 6], [2, 3]], dtype=torch.int32, device=DEVICE)),
+     "block id 6 outside"),
+    ("table rows", lambda: _with(block_tables=torch.tensor([[0, 1]], dtype=torch.int32, device=DEVICE)),
+     "block_tables has 1 rows"),
+    ("out shape", lambda: _with(out=torch.zeros((4, 4, 32), device=DEVICE)), "out has shape"),
+    ("out dtype", lambda: _with(out=torch.zeros((4, 4, 64), dtype=torch.float16, device=DEVICE)), "out dtype"),
+    ("tuning", lambda: _with(block_m=48), "block_m must be a power of two"),
+    ("tuning name", lambda: _with(blockm=32), "unknown prefill tuning"),
+]
+if DEVICE == "cuda":
+    BAD.append(("device", lambda: _with(context_lens=torch.tensor([8, 5], dtype=torch.int32)), "context_lens is on cpu"))
+
+
+@pytest.mark.parametrize("name, make, message", BAD, ids=[b[0] for b in BAD])
+def test_rejects_bad_arguments(name: str, make: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        paged_prefill(**make())
+
+
+def test_plan_reuse_matches_and_checks_batch() -> None:
+    args = good_args()
+    plain = paged_prefill(**args)
+    plan = plan_prefill(args["query_start_loc"], args["context_lens"], args["block_tables"], 4, 6, 4, 64,
+                        torch.float32, on_gpu=False, block_m=16, block_n=16)
+    assert torch.equal(paged_prefill(**args, plan=plan), paged_prefill(**args, block_m=16, block_n=16))
+    assert torch.allclose(paged_prefill(**args, plan=plan), plain, rtol=1e-5, atol=1e-6)
+    small = _with(query=args["query"][:3], query_start_loc=torch.tensor([0, 3, 3], dtype=torch.int32, device=DEVICE))
+    with pytest.raises(ValueError, match="plan was built for 4 tokens"):
+        paged_prefill(**small, plan=plan)
+    with pytest.raises(ValueError, match="tuning overrides go to plan_prefill"):
+        paged_prefill(**args, plan=plan, block_m=32)
+
+
+def test_tile_map_covers_every_query_tile_once() -> None:
+    """The map lists (sequence, tile) for every tile exactly once, longest first, the rest idle."""
+    qlens, prefixes, block_m = [0, 1, 16, 17, 40, 0, 3], [5, 0, 9, 0, 2, 0, 30], 16
+    starts = torch.tensor([0] + torch.tensor(qlens).cumsum(0).tolist(), dtype=torch.int32)
+    ctx = torch.tensor([q + p for q, p in zip(qlens, prefixes)], dtype=torch.int32)
+    tables = torch.zeros((len(qlens), 4), dtype=torch.int32)
+    plan = plan_prefill(starts, ctx, tables, sum(qlens), 1, 16, 64, torch.float16, on_gpu=True, block_m=block_m)
+    seq, tile = plan.tile_map.tolist()
+    live = [(s, t) for s, t in zip(seq, tile) if s >= 0]
+    expected = {(i, t) for i, q in enumerate(qlens) for t in range(-(-q // block_m))}
+    assert sorted(live) == sorted(expected) and len(live) == len(expected)
+    assert seq[len(live):] == [-1] * (len(seq) - len(live))
+    work = [prefixes[s] + min((t + 1) * block_m, qlens[s]) for s, t in live]
+    assert work == sorted(work, reverse=True)
+
+
+def test_empty_batches() -> None:
+    args = good_args()
+    empty_q = torch.zeros((0, 4, 64), device=DEVICE)
+    out = paged_prefill(**_with(query=empty_q, query_start_loc=torch.zeros(3, dtype=torch.int32, device=DEVICE)))
+    assert out.shape == (0, 4, 64)
+    out = paged_prefill(**_with(query=empty_q, query_start_loc=torch.zeros(1, dtype=torch.int32, device=DEVICE),
+                                context_lens=args["context_lens"][:0], block_tables=args["block_tables"][:0]))
+    assert out.shape == (0, 4, 64)
+
+
+def test_config_heuristic() -> None:
+    """The documented GPU defaults, the small-query shrink and the interpreter tiles."""
+    cfg = prefill_config(128, torch.bfloat16, on_gpu=True)
+    assert (cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages) == (128, 64, 8, 3)
+    assert prefill_config(256, torch.bfloat16, on_gpu=True).block_m == 64
+    assert prefill_config(128, torch.bfloat16, on_gpu=True, max_query_len=1).block_m == 16
+    assert prefill_config(128, torch.bfloat16, on_gpu=True, max_query_len=40).block_m == 64
+    assert prefill_config(64, torch.float32, on_gpu=False).block_m == 32
