@@ -1,0 +1,108 @@
+"""Shared pieces of the decode / write_kv kernel conformance tests.
+
+The SAME test functions run on CPU (Triton interpreter, small sizes) and on a
+CUDA GPU (full sizes); `size_plan()` is the one place that decides.
+
+Written tolerances (decode output vs the float64 oracle; `rel` bounds
+‖out − ref‖/‖ref‖, elementwise |out − ref| <= atol + rtol·|ref|):
+
+| query dtype | rel    | atol, rtol | why |
+|-------------|--------|------------|-----|
+| float32     | 2e-5   | 1e-5, 1e-5 | ieee (not tf32) dots on the GPU; float32 softmax, approximate exp2 |
+| float16     | 3e-3   | 4e-3, 4e-3 | fp16 dot operands (p rounded to fp16) + fp16 output rounding (2^-11) |
+| bfloat16    | 1.5e-2 | 2e-2, 2e-2 | bf16 dot operands (p rounded to bf16) + bf16 output rounding (2^-8) |
+
+Quantised caches are held to the same bounds against the oracle fed the
+dequantised cache (int8/fp8 values are exact in every query dtype, so the
+kernel's only extra rounding is the same p/output rounding). Against the
+float64 result of a bf16 cache holding the same K/V (the quantisation error
+itself) the bounds are looser: int8 rel 3e-2, fp8 e4m3 rel 1e-1 (3 mantissa
+bits: up to 2^-4 per value, ~2-4 % on outputs as measured on CPU).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from conformance.paged_cases import PagedKV, rel_error
+from reference.attention import paged_decode as oracle_paged_decode
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    device: str
+    max_seqs: int          # sequences per batch
+    long_context: int      # "long" contexts drawn up to this
+    max_examples: int      # Hypothesis examples for the random decode test
+
+
+def size_plan() -> SizePlan:
+    """CPU: the interpreter costs ~1 ms per tile op, so a few short sequences.
+    GPU: batches up to 64 and contexts past 4096 (the oracle, a Python loop per
+    token, is then the slow part)."""
+    if torch.cuda.is_available():
+        return SizePlan("cuda", max_seqs=64, long_context=4200, max_examples=40)
+    return SizePlan("cpu", max_seqs=3, long_context=100, max_examples=8)
+
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rel: float
+    atol: float
+    rtol: float
+
+
+def tolerance(query_dtype: torch.dtype) -> Tolerance:
+    """The table in this module's docstring."""
+    if query_dtype == torch.float32:
+        return Tolerance(2e-5, 1e-5, 1e-5)
+    if query_dtype == torch.float16:
+        return Tolerance(3e-3, 4e-3, 4e-3)
+    return Tolerance(1.5e-2, 2e-2, 2e-2)
+
+
+def quantised_vs_bf16_rel(cache_dtype: torch.dtype) -> float:
+    return 3e-2 if cache_dtype == torch.int8 else 1e-1
+
+
+def assert_close(out: torch.Tensor, ref: torch.Tensor, tol: Tolerance, what: str = "") -> None:
+    out64, ref64 = out.double().cpu(), ref.double().cpu()
+    assert torch.isfinite(out64).all(), f"{what}: non-finite output"
+    err = rel_error(out64, ref64)
+    assert err <= tol.rel, f"{what}: relative error {err:.3g} > {tol.rel}"
+    bad = (out64 - ref64).abs() > tol.atol + tol.rtol * ref64.abs()
+    assert not bad.any(), (f"{what}: {int(bad.sum())} elements off, worst |diff| "
+                           f"{float((out64 - ref64).abs().max()):.3g}")
+
+
+def poisoned_like(x: torch.Tensor) -> torch.Tensor:
+    """An output buffer full of NaN: whatever the kernel fails to write stays NaN."""
+    return torch.full_like(x, float("nan"))
+
+
+def compact_cpu(kv: PagedKV) -> PagedKV:
+    """The blocks the tables reference, copied to the CPU with the tables
+    renumbered: the oracle then reads a small CPU cache (not the 32,768-block
+    GPU cache once per sequence). Poisoned slots travel with their blocks."""
+    ids = torch.unique(kv.block_tables.long().flatten())
+    remap = torch.full((kv.kv_cache.shape[0],), -1, dtype=torch.long, device=ids.device)
+    remap[ids] = torch.arange(ids.numel(), device=ids.device)
+    tables = remap[kv.block_tables.long()].to(torch.int32)
+    scales = None if kv.kv_scales is None else kv.kv_scales[ids].cpu()
+    return PagedKV(kv.kv_cache[ids].cpu(), scales, tables.cpu(), kv.context_lens.cpu())
+
+
+def oracle_decode(query: torch.Tensor, kv: PagedKV, scale: float) -> torch.Tensor:
+    """float64 oracle output [B, Hq, D]; rows of context 0 are zeros (the
+    kernel's documented choice; the oracle cannot gather an empty context)."""
+    small = compact_cpu(kv)
+    q = query.cpu()
+    out = torch.zeros(q.shape, dtype=torch.float64)
+    rows = [i for i, c in enumerate(small.context_lens.tolist()) if c > 0]
+    if rows:
+        idx = torch.tensor(rows)
+        out[idx] = oracle_paged_decode(q[idx], small.kv_cache, small.block_tables[idx],
+                                       small.context_lens[idx], scale, small.kv_scales)
+    return out

@@ -1,0 +1,155 @@
+"""kernels.paged_decode (Triton) against the float64 oracle (reference.attention).
+
+Every run writes into a NaN-poisoned `out=` and the caches come from
+make_paged_kv (unused slots NaN, block tables random permutations), so a
+kernel that skips an output element or reads a slot it does not own fails.
+Tolerances: the table in conformance/kernel_support.py. Sizes: size_plan()
+(CPU interpreter small, GPU full).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conformance.kernel_support import (assert_close, oracle_decode, poisoned_like, quantised_vs_bf16_rel,
+                                        size_plan, tolerance)
+from conformance.paged_cases import make_paged_kv, rel_error
+from kernels import paged_decode
+
+PLAN = size_plan()
+BLOCK_SIZES = (8, 16, 32, 64)
+HEAD_DIMS = (64, 80, 96, 128, 256)
+HEAD_PAIRS = ((1, 1), (4, 4), (4, 2), (9, 3), (8, 2), (10, 2), (12, 2), (16, 2), (16, 1), (32, 8), (14, 2))
+QUERY_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+CACHE_KINDS = ("auto", "int8", "fp8")
+
+
+def cache_dtype(kind: str, query_dtype: torch.dtype) -> torch.dtype:
+    return {"auto": query_dtype, "int8": torch.int8, "fp8": torch.float8_e4m3fn}[kind]
+
+
+def run_decode(seed: int, ctx: list[int], block_size: int, head_dim: int, num_heads: int, num_kv_heads: int,
+               query_dtype: torch.dtype, kind: str, num_splits: int | None = None,
+               num_blocks: int | None = None):
+    """Build a random paged case, run the kernel into a poisoned buffer, return (out, oracle, case)."""
+    gen = torch.Generator().manual_seed(seed)
+    kv = make_paged_kv(gen, ctx, num_kv_heads, head_dim, block_size, cache_dtype(kind, query_dtype),
+                       device=PLAN.device, num_blocks=num_blocks)
+    query = torch.randn((len(ctx), num_heads, head_dim), generator=gen).to(query_dtype).to(PLAN.device)
+    scale = head_dim ** -0.5
+    out = poisoned_like(query)
+    ret = paged_decode(query, kv.kv_cache, kv.block_tables, kv.context_lens, scale, kv.kv_scales,
+                       out=out, num_splits=num_splits)
+    assert ret.data_ptr() == out.data_ptr() and ret.dtype == query_dtype
+    return out, oracle_decode(query, kv, scale), kv
+
+
+@st.composite
+def context_lens(draw: st.DrawFn, block_size: int, num_seqs: int) -> list[int]:
+    """1, block boundaries, block_size ± 1, long, anything in between."""
+    top = PLAN.long_context
+    boundary = st.integers(1, max(1, top // block_size)).map(lambda k: k * block_size)
+    kinds = st.one_of(st.just(1), boundary, boundary.map(lambda b: b - 1 if b > 1 else 1),
+                      boundary.map(lambda b: min(b + 1, top)), st.integers(top // 2, top), st.integers(1, top))
+    return draw(st.lists(kinds, min_size=num_seqs, max_size=num_seqs))
+
+
+@st.composite
+def decode_cases(draw: st.DrawFn) -> dict:
+    block_size = draw(st.sampled_from(BLOCK_SIZES))
+    return dict(
+        seed=draw(st.integers(0, 2**31 - 1)),
+        ctx=draw(context_lens(block_size, draw(st.integers(1, PLAN.max_seqs)))),
+        block_size=block_size,
+        head_dim=draw(st.sampled_from(HEAD_DIMS)),
+        heads=draw(st.sampled_from(HEAD_PAIRS)),
+        query_dtype=draw(st.sampled_from(QUERY_DTYPES)),
+        kind=draw(st.sampled_from(CACHE_KINDS)),
+    )
+
+
+@settings(max_examples=PLAN.max_examples)
+@given(case=decode_cases())
+def test_decode_matches_oracle(case: dict) -> None:
+    hq, hkv = case["heads"]
+    out, ref, _ = run_decode(case["seed"], case["ctx"], case["block_size"], case["head_dim"], hq, hkv,
+                             case["query_dtype"], case["kind"])
+    assert_close(out, ref, tolerance(case["query_dtype"]), str(case))
+
+
+# Shape corners, deterministic: every head dim, block size, dtype and cache kind,
+# GQA ratios 1..16 incl. SmolLM2's 9/3, contexts 1, bs-1, bs, bs+1 and long.
+CORNERS = [
+    # head_dim, block_size, (Hq, Hkv), query dtype, cache kind
+    (64, 16, (9, 3), torch.bfloat16, "auto"),
+    (80, 8, (4, 4), torch.float16, "auto"),
+    (96, 32, (16, 1), torch.float32, "auto"),
+    (128, 64, (32, 8), torch.bfloat16, "int8"),
+    (256, 16, (8, 2), torch.float16, "fp8"),
+    (64, 8, (12, 1), torch.float32, "int8"),
+    (128, 32, (6, 2), torch.bfloat16, "fp8"),
+    (80, 64, (10, 5), torch.float32, "fp8"),
+    (96, 16, (14, 2), torch.float16, "int8"),
+    (256, 8, (2, 2), torch.bfloat16, "auto"),
+]
+
+
+@pytest.mark.parametrize("head_dim,block_size,heads,query_dtype,kind", CORNERS)
+def test_decode_corners(head_dim: int, block_size: int, heads: tuple[int, int], query_dtype: torch.dtype,
+                        kind: str) -> None:
+    long = PLAN.long_context
+    ctx = [1, block_size - 1, block_size + 1, long] if PLAN.device == "cpu" else \
+        [1, block_size - 1, block_size, block_size + 1, 2 * block_size, long, long // 3]
+    out, ref, _ = run_decode(head_dim * 7 + block_size, ctx, block_size, head_dim, *heads, query_dtype, kind)
+    assert_close(out, ref, tolerance(query_dtype), f"{head_dim=} {block_size=} {heads=} {query_dtype} {kind}")
+
+
+@pytest.mark.parametrize("query_dtype", [torch.float32, torch.bfloat16])
+def test_split_k_counts_agree(query_dtype: torch.dtype) -> None:
+    """Forced splits 1, 2, 7 and more splits than tokens (empty splits, a short
+    sequence beside long ones) all match the oracle and each other."""
+    long = 30 if PLAN.device == "cpu" else PLAN.long_context   # CPU: every extra program costs ~10 ms
+    ctx = [1, long, 9, long // 2]
+    results = {}
+    for splits in (1, 2, 7, long + 5):
+        out, ref, _ = run_decode(11, ctx, 16, 64, 8, 2, query_dtype, "auto", num_splits=splits)
+        assert_close(out, ref, tolerance(query_dtype), f"num_splits={splits}")
+        results[splits] = out
+    for splits, out in results.items():
+        assert rel_error(out, results[1]) <= tolerance(query_dtype).rel, f"num_splits={splits} vs 1"
+
+
+@pytest.mark.parametrize("num_splits", [1, 3, None])
+def test_zero_context_rows_are_zero(num_splits: int | None) -> None:
+    """context_len 0 is accepted and gives a zero row; its neighbours are unaffected."""
+    out, ref, _ = run_decode(5, [0, 21, 0, 3], 8, 64, 4, 2, torch.float16, "int8", num_splits=num_splits)
+    assert torch.equal(out[0].float().cpu(), torch.zeros_like(out[0].float().cpu()))
+    assert torch.equal(out[2].float().cpu(), torch.zeros_like(out[2].float().cpu()))
+    assert_close(out, ref, tolerance(torch.float16), "zero-context batch")
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp8"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_quantised_close_to_bf16_cache(kind: str, seed: int) -> None:
+    """The quantisation error itself: a quantised cache decodes close to the
+    float64 result of a bf16 cache holding the same K/V."""
+    long = PLAN.long_context
+    ctx = [long, long // 2 + 1, 7]
+    out_q, _, _ = run_decode(seed, ctx, 16, 128, 8, 2, torch.bfloat16, kind)
+    _, ref_bf16, _ = run_decode(seed, ctx, 16, 128, 8, 2, torch.bfloat16, "auto")
+    err = rel_error(out_q, ref_bf16)
+    assert err <= quantised_vs_bf16_rel(cache_dtype(kind, torch.bfloat16)), f"{kind}: rel error {err:.3g}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_splits", [1, None])
+def test_huge_cache_int64_offsets(num_splits: int | None) -> None:
+    """32,768 blocks of 64 tokens x 8 heads x 128 dims: a block is 2**17
+    elements, so any block id >= 16,384 overflows an int32 offset."""
+    out, ref, kv = run_decode(3, [1000, 1500, 700, 1], 64, 128, 32, 8, torch.bfloat16, "int8",
+                              num_splits=num_splits, num_blocks=32768)
+    used = max(int(kv.block_tables[i, :(c + 63) // 64].max()) for i, c in enumerate(kv.context_lens.tolist()))
+    assert used * kv.kv_cache.stride(0) >= 2**31, "the case must reach past 32-bit offsets"
+    assert_close(out, ref, tolerance(torch.bfloat16), "32,768-block cache")

@@ -1,0 +1,129 @@
+"""Triton kernels of paged_decode: the split attention pass and the split-K reduce.
+
+Grid of the attention pass: (sequence, KV head, split). A program loads each
+K/V tile of its KV head once and uses it for every query head of the GQA group
+through one tl.dot (the group padded to the 16 rows tl.dot needs), so GQA costs
+no extra KV reads. A tile spans BLOCK_N tokens that may lie on several pages:
+every token finds its block through the block table. Cache offsets are int64
+(block_id * block_stride overflows int32 on big caches). Softmax is online in
+float32 with exp2 (the log2(e) factor folded into the scale).
+
+Quantised caches are read as stored (1 byte per value) and up-cast in
+registers; the per-token K scale multiplies the score column and the V scale
+the probability column, which equals dequantising K and V first.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from kernels.triton_compat import dot_operand, to_output
+
+
+@triton.jit
+def decode_split_kernel(
+    q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
+    qk_scale, split_len,
+    stride_qb, stride_qh, stride_ob, stride_oh,
+    stride_cb, stride_ckv, stride_cs, stride_ch,
+    stride_sb, stride_skv, stride_ss, stride_sh,
+    stride_tb, stride_pb, stride_ph, stride_ps,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, QUANT: tl.constexpr, SPLIT: tl.constexpr,
+    DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    ctx = tl.load(lens_ptr + seq)
+    start = split * split_len
+    end = tl.minimum(start + split_len, ctx)
+
+    g = tl.arange(0, GROUP_PAD)
+    d = tl.arange(0, HEAD_DIM_PAD)
+    heads = kv_head * GROUP + g
+    if HEAD_DIM == HEAD_DIM_PAD:
+        gd_mask = (g < GROUP)[:, None]
+    else:
+        gd_mask = (g < GROUP)[:, None] & (d < HEAD_DIM)[None, :]
+    q = tl.load(q_ptr + seq * stride_qb + heads[:, None] * stride_qh + d[None, :], mask=gd_mask, other=0.0)
+    dot_dtype = q.dtype
+    q = dot_operand(q, dot_dtype, DOT_FP32)
+
+    m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+    l_i = tl.zeros([GROUP_PAD], tl.float32)
+    acc = tl.zeros([GROUP_PAD, HEAD_DIM_PAD], tl.float32)
+    k_base = cache_ptr + kv_head * stride_ch
+    v_base = k_base + stride_ckv
+    table = tables_ptr + seq * stride_tb
+    for tile in range(start, end, BLOCK_N):
+        tok = tile + tl.arange(0, BLOCK_N)
+        t_mask = tok < end
+        block = tl.load(table + tok // BLOCK_SIZE, mask=t_mask, other=0).to(tl.int64)
+        slot_off = block * stride_cb + (tok % BLOCK_SIZE) * stride_cs       # int64 [BLOCK_N]
+        if HEAD_DIM == HEAD_DIM_PAD:
+            kv_mask = t_mask[:, None]
+        else:
+            kv_mask = t_mask[:, None] & (d < HEAD_DIM)[None, :]
+        k = tl.load(k_base + slot_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + slot_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        k = dot_operand(k, dot_dtype, DOT_FP32)
+        v = dot_operand(v, dot_dtype, DOT_FP32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)         # [GROUP_PAD, BLOCK_N]
+        if QUANT:
+            s_off = block * stride_sb + (tok % BLOCK_SIZE) * stride_ss + kv_head * stride_sh
+            k_scale = tl.load(scales_ptr + s_off, mask=t_mask, other=0.0)
+            v_scale = tl.load(scales_ptr + stride_skv + s_off, mask=t_mask, other=0.0)
+            s = s * (k_scale * qk_scale)[None, :]
+        else:
+            s = s * qk_scale
+        s = tl.where(t_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        if QUANT:
+            p = p * v_scale[None, :]
+        acc = acc * alpha[:, None] + tl.dot(dot_operand(p, dot_dtype, DOT_FP32), v,
+                                            input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    if SPLIT:
+        # Unnormalised partials; an empty split leaves m=-inf, l=0, acc=0.
+        p_off = seq * stride_pb + heads * stride_ph + split * stride_ps
+        tl.store(part_acc_ptr + p_off[:, None] * HEAD_DIM_PAD + d[None, :], acc, mask=(g < GROUP)[:, None])
+        tl.store(part_m_ptr + p_off, m_i, mask=g < GROUP)
+        tl.store(part_l_ptr + p_off, l_i, mask=g < GROUP)
+    else:
+        o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]                     # context 0 -> zeros
+        o_ptrs = out_ptr + seq * stride_ob + heads[:, None] * stride_oh + d[None, :]
+        tl.store(o_ptrs, to_output(o, out_ptr.dtype.element_ty, INTERPRET), mask=gd_mask)
+
+
+@triton.jit
+def decode_reduce_kernel(
+    out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, lens_ptr,
+    split_len, num_splits,
+    stride_ob, stride_oh, stride_pb, stride_ph, stride_ps,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """One program per (sequence, query head): merge the splits that hold tokens."""
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    ctx = tl.load(lens_ptr + seq)
+    used = tl.minimum(tl.cdiv(ctx, split_len), num_splits)
+    sp = tl.arange(0, SPLITS_PAD)
+    d = tl.arange(0, HEAD_DIM_PAD)
+    s_mask = sp < used
+    p_off = seq * stride_pb + head * stride_ph + sp * stride_ps
+    m = tl.load(part_m_ptr + p_off, mask=s_mask, other=float("-inf"))
+    l = tl.load(part_l_ptr + p_off, mask=s_mask, other=0.0)
+    m_max = tl.max(m, axis=0)
+    m_max = tl.where(m_max > float("-inf"), m_max, 0.0)                 # all empty: weights 0
+    w = tl.exp2(m - m_max)
+    l_sum = tl.sum(w * l, axis=0)
+    acc = tl.load(part_acc_ptr + p_off[:, None] * HEAD_DIM_PAD + d[None, :], mask=s_mask[:, None], other=0.0)
+    o = tl.sum(acc * w[:, None], axis=0) / tl.where(l_sum > 0, l_sum, 1.0)
+    tl.store(out_ptr + seq * stride_ob + head * stride_oh + d, to_output(o, out_ptr.dtype.element_ty, INTERPRET),
+             mask=d < HEAD_DIM)

@@ -1,0 +1,89 @@
+"""Launch configuration of paged_decode: tile size, warps, stages and split-K.
+
+One small function so a benchmark can sweep each knob by keyword and the
+choice is written down in one place (see `choose_decode_config`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from kernels.triton_compat import is_interpreting
+
+TILE_BYTES = 16 * 1024       # bytes of one K (or V) tile: enough loads in flight per program
+MIN_BLOCK_N = 16             # tl.dot needs >= 16 along every dimension
+MAX_BLOCK_N = 128
+MIN_SPLIT_TOKENS = 128       # below this a split costs more in launch/reduce than it saves
+MAX_SPLITS = 64
+WAVES = 4                    # target programs per SM when splitting
+INTERPRETER_SPLITS = 2       # exercises the split + reduce path on CPU without many programs
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    block_n: int       # tokens per K/V tile (looked up per token through the block table)
+    num_warps: int
+    num_stages: int
+    num_splits: int    # programs per (sequence, KV head) along the context; 1 = no reduce step
+    split_len: int     # tokens per split; split s covers [s * split_len, (s + 1) * split_len)
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (a nominal 1 elsewhere)."""
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_elem_bytes: int,
+                         max_context_len: int, device: torch.device, *, num_splits: int | None = None,
+                         block_n: int | None = None, num_warps: int | None = None,
+                         num_stages: int | None = None) -> DecodeConfig:
+    """Pick the decode launch; any keyword given overrides the heuristic.
+
+    - block_n: a K tile of about TILE_BYTES (64 tokens x 128 dims x 2 B = 16 KB for
+      bf16): big enough to keep many 16-byte loads in flight per program, small
+      enough that K, V and their float32 scores stay in registers with 4 warps.
+      1-byte caches get twice the tokens for the same bytes, and 8 warps when a
+      tile holds more than 8192 elements (registers after the up-cast).
+    - num_stages 2: the loop's loads are software-pipelined one tile ahead; with
+      ~32 KB of K+V per stage that leaves room for 2-3 programs per H100 SM.
+    - num_splits: the grid has num_seqs * num_kv_heads programs before
+      splitting. When that already covers the GPU twice over, no split (the reduce
+      step would only add traffic). Otherwise split each context so the grid
+      reaches ~WAVES programs per SM, but keep every split >= MIN_SPLIT_TOKENS.
+      Under the interpreter a fixed INTERPRETER_SPLITS keeps CPU runs short while
+      still exercising the reduce step.
+    Splits are rounded to whole tiles, so the auto choice never has an empty
+    split for the longest sequence; a forced `num_splits` is honoured exactly
+    (split_len = ceil(max_context_len / num_splits)), empty splits included.
+    """
+    head_dim_pad = max(16, triton.next_power_of_2(head_dim))
+    if block_n is None:
+        block_n = TILE_BYTES // (head_dim_pad * cache_elem_bytes)
+        block_n = max(MIN_BLOCK_N, min(MAX_BLOCK_N, block_n))
+    if block_n < MIN_BLOCK_N or block_n & (block_n - 1):
+        raise ValueError(f"block_n must be a power of two >= {MIN_BLOCK_N}, got {block_n}")
+    if num_warps is None:
+        num_warps = 8 if block_n * head_dim_pad > 8192 else 4
+    if num_stages is None:
+        num_stages = 2
+    ctx = max(1, max_context_len)
+    if num_splits is not None:
+        if num_splits < 1:
+            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        return DecodeConfig(block_n, num_warps, num_stages, num_splits, triton.cdiv(ctx, num_splits))
+    programs = max(1, num_seqs * num_kv_heads)
+    if is_interpreting():
+        splits = INTERPRETER_SPLITS
+    elif programs >= 2 * sm_count(device):
+        splits = 1
+    else:
+        want = triton.cdiv(WAVES * sm_count(device), programs)
+        splits = max(1, min(want, MAX_SPLITS, ctx // MIN_SPLIT_TOKENS))
+    tiles = triton.cdiv(ctx, block_n)
+    splits = min(splits, tiles)
+    split_len = triton.cdiv(tiles, splits) * block_n
+    return DecodeConfig(block_n, num_warps, num_stages, triton.cdiv(ctx, split_len), split_len)
