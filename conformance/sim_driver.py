@@ -20,7 +20,8 @@ O = sum max_tokens_i:
     computes. A member of S keeps its progress while in S (swap keeps KV; a
     recompute sends it to wait behind R), so that phase takes at most
     2 * (sum_{q != R} (W_q + M_q) + 1) + 1 steps.
-Summing over the requests in arrival order: at most (2N + 1)(P + O) + 3N steps.
+Summing over the requests in arrival order: at most (2N + 1)(P + O) + 3N steps,
+plus the step that reports the ignored requests of the last arrivals.
 """
 from __future__ import annotations
 
@@ -63,9 +64,9 @@ def expected_infeasible(a: Arrival, cfg: SchedulerConfig, cache: CacheConfig) ->
     """The feasibility rule restated from the issue, independently of the code."""
     if len(a.prompt) > cfg.max_model_len:
         return True
-    w = worst_len(a, cfg)
-    if not cfg.enable_chunked_prefill and w > cfg.max_num_batched_tokens:
+    if not cfg.enable_chunked_prefill and len(a.prompt) > cfg.max_num_batched_tokens:
         return True
+    w = worst_len(a, cfg)
     usable = cache.num_gpu_blocks - int(cache.watermark * cache.num_gpu_blocks)
     return -(-w // cache.block_size) > usable
 
@@ -74,7 +75,7 @@ def step_bound(arrivals: list[Arrival], cfg: SchedulerConfig, cache: CacheConfig
     feasible = [a for a in arrivals if not expected_infeasible(a, cfg, cache)]
     n = len(feasible)
     work = sum(worst_len(a, cfg) + a.max_tokens for a in feasible)
-    return (2 * n + 1) * work + 3 * n
+    return (2 * n + 1) * work + 3 * n + 1
 
 
 class SimKV:
@@ -149,7 +150,13 @@ def check_step(sched: Scheduler, out: SchedulerOutput, before: dict[str, S],
         assert s.start == seq.num_computed_tokens and s.num_new_tokens >= 1
         end = s.start + s.num_new_tokens
         assert end <= len(seq) and s.do_sample == (end == len(seq))
-        assert cfg.enable_chunked_prefill or s.do_sample, "a chunk with chunked prefill off"
+        # A decode computes just the token sampled last step; anything else is a prefill.
+        assert s.is_prompt == (not (s.num_new_tokens == 1 and s.do_sample
+                                    and len(seq) > seq.prompt_len))
+        # Chunked prefill off: only a re-prefill too long for any step is split.
+        assert (cfg.enable_chunked_prefill or s.do_sample or
+                len(seq) > max(cfg.max_num_batched_tokens, seq.prompt_len)), \
+            "a chunk with chunked prefill off"
         table = sched.block_manager.get_block_table(seq)
         assert len(table) * bs >= end, f"seq {seq.seq_id}: {end} tokens, {len(table)} blocks"
         assert all(0 <= b < sched.cache_config.num_gpu_blocks for b in table)
@@ -179,9 +186,12 @@ def check_step(sched: Scheduler, out: SchedulerOutput, before: dict[str, S],
 
 
 def drive(cfg: SchedulerConfig, cache: CacheConfig, arrivals: list[Arrival],
-          aborts: dict[int, list[str]] | None = None, seed: int = 0) -> DriveResult:
+          aborts: dict[int, list[str]] | None = None, seed: int = 0,
+          abort_in_flight: float = 0.0) -> DriveResult:
     """Run the stream to the drain, checking every step. aborts: step -> ids to
-    abort then (an id not yet arrived is an unknown id: abort must say False)."""
+    abort before scheduling (an id not yet arrived is unknown: abort must say
+    False). abort_in_flight: chance per step of aborting a scheduled request
+    after the model ran and before update()."""
     aborts = aborts or {}
     rng = random.Random(seed)
     sched, kv = Scheduler(cfg, cache), SimKV(cache)
@@ -205,7 +215,7 @@ def drive(cfg: SchedulerConfig, cache: CacheConfig, arrivals: list[Arrival],
         check_step(sched, out, before, infeasible)
         res.max_batched_tokens = max(res.max_batched_tokens, out.num_batched_tokens)
         sampled = kv.run(sched, out, expected_kv)
-        if out.scheduled and rng.random() < 0.05:      # abort while the step is in flight
+        if out.scheduled and rng.random() < abort_in_flight:
             victim = rng.choice(out.scheduled)
             assert sched.abort(victim.request.request_id)
             if rng.random() < 0.5:

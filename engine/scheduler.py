@@ -4,8 +4,8 @@ A step is `out = schedule()`, the model runs `out`, then `update(out, sampled)`.
 
 schedule() fills one step under two budgets (at most max_num_seqs sequences
 running, at most max_num_batched_tokens tokens computed), in this order:
-  1. running requests in arrival order: a decode (1 token) or the next prompt
-     chunk (min(rest, budget left) with chunked prefill; else the whole rest);
+  1. running requests in arrival order: a decode (1 token) or the next prefill
+     chunk (min(rest, budget left));
   2. swapped requests, swapped back in (arrival order) -- not in a step that
      preempted, since preemption means the GPU has no room;
   3. waiting requests, admitted strictly first-come-first-served: the first one
@@ -31,15 +31,19 @@ running request is preempted (the needy one itself if it is the latest):
 Preempted requests rejoin their queue at their arrival position (the front, in
 practice), so FCFS holds across them.
 
+With chunked prefill off a prompt is computed whole in its admission step; only
+a re-prefill (prompt + outputs after recompute) longer than
+max_num_batched_tokens is split into chunks, as it could never run otherwise.
+
 Feasibility. add_request() reports a request FINISHED_IGNORED (with .error, in
 the next SchedulerOutput.ignored) when it could get stuck: prompt longer than
-max_model_len; its longest sequence W = min(prompt + max_tokens - 1,
-max_model_len) (what a recompute may re-prefill, and what its blocks hold) needs
-more blocks than can_allocate ever grants (NEVER); or, with chunked prefill off,
-W exceeds max_num_batched_tokens. So an admitted request fits alone on an empty
-GPU in one step's budget: the oldest live request is never preempted (only the
-latest is, and alone it fits) and gets the budget first, which bounds progress
-(see conformance/sim_driver.py for the step bound).
+max_model_len; prompt longer than max_num_batched_tokens with chunked prefill
+off; or its longest sequence W = min(prompt + max_tokens - 1, max_model_len)
+(what its blocks may hold, and what a recompute re-prefills) needs more blocks
+than can_allocate ever grants (NEVER). So an admitted request fits alone on an
+empty GPU: the oldest live request is never preempted (only the latest is, and
+alone it fits) and gets the budget first, which bounds progress (see
+conformance/sim_driver.py for the step bound).
 
 abort(request_id) frees the request from any queue and returns True; an unknown
 or finished id is a reported no-op (returns False): a client may abort a request
@@ -123,12 +127,10 @@ class Scheduler:
         if seq.prompt_len > cfg.max_model_len:
             return (f"prompt has {seq.prompt_len} tokens, more than "
                     f"max_model_len={cfg.max_model_len}")
+        if not cfg.enable_chunked_prefill and seq.prompt_len > cfg.max_num_batched_tokens:
+            return (f"prompt has {seq.prompt_len} tokens, more than max_num_batched_tokens="
+                    f"{cfg.max_num_batched_tokens}, with chunked prefill off")
         worst = min(seq.prompt_len + req.max_tokens - 1, cfg.max_model_len)
-        if not cfg.enable_chunked_prefill and worst > cfg.max_num_batched_tokens:
-            return (f"prompt ({seq.prompt_len} tokens) with up to {req.max_tokens} output "
-                    f"tokens may need a {worst}-token prefill (a preempted request "
-                    f"re-prefills its outputs too), more than max_num_batched_tokens="
-                    f"{cfg.max_num_batched_tokens} with chunked prefill off")
         probe = Sequence(-1, [-1] * worst)              # token ids that hit no cache entry
         if self.block_manager.can_allocate(probe) is AllocStatus.NEVER:
             bs = self.cache_config.block_size
@@ -176,7 +178,6 @@ class Scheduler:
 
     def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
         bm, running, scheduled = self.block_manager, self.running, out.scheduled
-        chunked = self.config.enable_chunked_prefill
         i = 0
         while i < len(running) and budget:
             req = running[i]
@@ -185,7 +186,7 @@ class Scheduler:
             tokens = seq.token_ids
             start = seq.num_computed_tokens
             remaining = len(tokens) - start
-            n = budget if chunked and remaining > budget else remaining
+            n = budget if remaining > budget else remaining   # a started prefill goes on
             view = seq if n == remaining else _prefix(seq, start + n)
             try:
                 copies = bm.append_slots(view)          # raises before changing anything
@@ -220,14 +221,13 @@ class Scheduler:
 
     def _schedule_swapped(self, out: SchedulerOutput, budget: int) -> int:
         bm, swapped, bs = self.block_manager, self.swapped, self.cache_config.block_size
-        chunked = self.config.enable_chunked_prefill
         while swapped and budget and len(self.running) < self.config.max_num_seqs:
             req = swapped[0]
             seq = req.seq
             start = seq.num_computed_tokens
             remaining = len(seq) - start
-            n = budget if chunked and remaining > budget else remaining
-            if n > budget:
+            n = self._chunk(remaining, budget)
+            if not n:
                 break
             # Room for its blocks plus those this step's tokens add.
             held = len(bm.get_block_table(seq))
@@ -244,14 +244,13 @@ class Scheduler:
 
     def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> int:
         bm, waiting = self.block_manager, self.waiting
-        chunked = self.config.enable_chunked_prefill
         while waiting and budget and len(self.running) < self.config.max_num_seqs:
             req = waiting[0]
             seq = req.seq
             cached = bm.get_num_cached_tokens(seq)      # prefix hits count as computed
             remaining = len(seq) - cached
-            n = budget if chunked and remaining > budget else remaining
-            if n > budget:
+            n = self._chunk(remaining, budget)
+            if not n:
                 break
             view = seq if n == remaining else _prefix(seq, cached + n)
             status = bm.can_allocate(view)
@@ -270,6 +269,15 @@ class Scheduler:
             self._start(req, cached, n, remaining, out)
             budget -= n
         return budget
+
+    def _chunk(self, remaining: int, budget: int) -> int:
+        """Tokens to compute now for a swapped-in or admitted request; 0: wait."""
+        if remaining <= budget:
+            return remaining
+        cfg = self.config
+        if cfg.enable_chunked_prefill or remaining > cfg.max_num_batched_tokens:
+            return budget
+        return 0
 
     def _start(self, req: Request, start: int, n: int, remaining: int,
                out: SchedulerOutput) -> None:
