@@ -1,0 +1,118 @@
+"""Fixtures for the GPU kernel benchmarks, and the machine they ran on.
+
+CUDA stays optional here: the CPU benchmarks beside these (scheduler, prefix
+cache) use this conftest too. `gpu`-marked items under bench/ skip without a
+CUDA device, before any fixture touches the GPU.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # same rule as conformance/: the interpreter runs Triton on CPU
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+BENCH_DIR = Path(__file__).resolve().parent
+CEILINGS_KEY = pytest.StashKey[dict]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped cleanly without one)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords and BENCH_DIR in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(skip)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _driver_version() -> str | None:
+    try:
+        res = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip().splitlines()[0] if res.stdout.strip() else None
+
+
+def gpu_info() -> dict[str, object] | None:
+    """Name, driver, CUDA, SM count, memory and L2 of device 0; None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "name": props.name,
+        "driver": _driver_version(),
+        "cuda": torch.version.cuda,
+        "capability": f"{props.major}.{props.minor}",
+        "sm_count": props.multi_processor_count,
+        "memory_gib": round(props.total_memory / 1024**3, 1),
+        "l2_mib": round(getattr(props, "L2_cache_size", 0) / 1024**2, 1),
+    }
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    machine_info["gpu"] = gpu_info()
+    machine_info["torch"] = torch.__version__
+    machine_info["triton"] = _version("triton")
+    machine_info["cuda"] = torch.version.cuda
+    if CEILINGS_KEY in config.stash:
+        machine_info["ceilings"] = config.stash[CEILINGS_KEY]
+
+
+@pytest.fixture(scope="session")
+def l2_flush():
+    from bench.timing import L2Flush
+    return L2Flush("cuda")
+
+
+@pytest.fixture(scope="session")
+def ceilings(request: pytest.FixtureRequest, l2_flush) -> dict[str, object]:
+    """Read / copy GB/s and bf16 matmul TFLOP/s, measured once per session on this GPU."""
+    from bench.ceilings import measure_ceilings
+    info = measure_ceilings(l2_flush).as_info()
+    request.config.stash[CEILINGS_KEY] = info
+    print(f"\nceilings: read {info['ceiling_read_gbps']:.0f} GB/s ({info['ceiling_read_config']}), "
+          f"copy {info['ceiling_copy_gbps']:.0f} GB/s, matmul {info['ceiling_matmul_tflops']:.0f} TFLOP/s")
+    return info
+
+
+@pytest.fixture(scope="session")
+def gpu_timer(l2_flush) -> Callable:
+    """`gpu_timer(fn, **kw) -> Samples`: bench.timing.time_gpu with this session's L2 flush."""
+    from bench.timing import time_gpu
+
+    def timer(fn: Callable[[], object], **kwargs) -> object:
+        return time_gpu(fn, l2_flush, **kwargs)
+    return timer
+
+
+@pytest.fixture(scope="session")
+def bench_deadline() -> Callable[[], None]:
+    """Skips a benchmark once BENCH_BUDGET_S seconds of this session are spent, so a
+    capped run still ends and writes its JSON (the suite's time budget)."""
+    budget = float(os.environ.get("BENCH_BUDGET_S", "0") or 0)
+    start = time.monotonic()
+
+    def check() -> None:
+        if budget and time.monotonic() - start > budget:
+            pytest.skip(f"benchmark time budget BENCH_BUDGET_S={budget:.0f}s spent")
+    return check
+
