@@ -1,0 +1,120 @@
+"""Launch every kernel once on modest shapes and check each result against the
+float64 oracle: the workload `compute-sanitizer --tool memcheck` runs over
+(a full pytest under memcheck is far too slow).
+
+    compute-sanitizer --tool memcheck python3 -m bench.sanitize_kernels
+
+Shapes cover the paths that index memory differently: block tables holding the
+last block of the cache, contexts of 1 / block_size + 1 / long (split-K),
+padding slots (-1) in write_kv, GQA 9/3, head_dim 64 and 128, bf16/fp8/int8.
+Exit status 0 when every check passed, 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+import torch
+
+import kernels
+from conformance.paged_cases import make_paged_kv, rel_error
+from reference import attention as ref_attn
+from reference.quant import dequantize_rows, quantize_rows
+
+DTYPES = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn, "int8": torch.int8}
+BOUND = 2e-2
+
+
+def check_decode(device: str, gen: torch.Generator, cache: str) -> float:
+    worst = 0.0
+    for hq, hkv, d, lens in ((8, 2, 128, [1, 17, 900]), (9, 3, 64, [16, 33, 5])):
+        kv = make_paged_kv(gen, lens, hkv, d, 16, DTYPES[cache], device, num_blocks=128)
+        q = torch.randn((len(lens), hq, d), generator=gen).to(device, torch.bfloat16)
+        ref = ref_attn.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, d ** -0.5, kv.kv_scales)
+        for splits in (None, 4):  # the heuristic's choice, and split-K forced
+            out = kernels.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, d ** -0.5,
+                                       kv_scales=kv.kv_scales, num_splits=splits)
+            worst = max(worst, rel_error(out, ref))
+    return worst
+
+
+def check_prefill(device: str, gen: torch.Generator, cache: str) -> float:
+    hq, hkv, d = 8, 2, 64
+    lens, qlens = [37, 40, 1], [5, 40, 1]  # a cached prefix, a whole prompt, a decode row
+    kv = make_paged_kv(gen, lens, hkv, d, 16, DTYPES[cache], device, num_blocks=64)
+    q = torch.randn((sum(qlens), hq, d), generator=gen).to(device, torch.bfloat16)
+    starts = torch.tensor([0, 5, 45, 46], dtype=torch.int32, device=device)
+    ref = ref_attn.paged_prefill(q, kv.kv_cache, kv.block_tables, starts, kv.context_lens, d ** -0.5, kv.kv_scales)
+    out = kernels.paged_prefill(q, kv.kv_cache, kv.block_tables, starts, kv.context_lens, d ** -0.5,
+                                kv_scales=kv.kv_scales)
+    return rel_error(out, ref)
+
+
+def check_write(device: str, gen: torch.Generator, cache: str) -> float:
+    tokens, hkv, d, blocks, bs = 100, 3, 128, 10, 16
+    key = torch.randn((tokens, hkv, d), generator=gen).to(device, torch.bfloat16)
+    value = torch.randn((tokens, hkv, d), generator=gen).to(device, torch.bfloat16)
+    slots = torch.randperm(blocks * bs, generator=gen)[:tokens]
+    slots[::7] = -1
+    kv_cache = torch.zeros((blocks, 2, bs, hkv, d), dtype=DTYPES[cache], device=device)
+    scales = torch.zeros((blocks, 2, bs, hkv), device=device) if cache != "bf16" else None
+    kernels.write_kv(key, value, kv_cache, slots.to(device), kv_scales=scales)
+    live = slots >= 0
+    blk, off = slots[live] // bs, slots[live] % bs
+    worst = 0.0
+    for i, rows in enumerate((key, value)):
+        got = kv_cache.cpu()[blk, i, off]
+        want = rows.cpu()[live]
+        if scales is not None:
+            got = dequantize_rows(got, scales.cpu()[blk, i, off])
+            want = dequantize_rows(*quantize_rows(want, DTYPES[cache]))
+        worst = max(worst, rel_error(got, want))
+    return worst
+
+
+def check_copy_swap(device: str, gen: torch.Generator) -> float:
+    caches = [torch.randn((12, 2, 16, 2, 64), generator=gen).to(device, torch.bfloat16) for _ in range(2)]
+    before = [c.cpu() for c in caches]
+    pairs = torch.tensor([[0, 11], [3, 4], [7, 1]], dtype=torch.int64)
+    kernels.copy_blocks(caches, pairs)
+    worst = 0.0
+    for c, b in zip(caches, before):
+        want = b.clone()
+        want[pairs[:, 1]] = b[pairs[:, 0]]
+        worst = max(worst, float((c.cpu().float() - want.float()).abs().max()))
+    host = torch.zeros((12, 2, 16, 2, 64), dtype=torch.bfloat16)
+    kernels.swap_blocks(caches[0], host, pairs)
+    back = torch.zeros_like(caches[0])
+    kernels.swap_blocks(host, back, torch.stack([pairs[:, 1], pairs[:, 0]], 1))
+    worst = max(worst, float((back.cpu()[pairs[:, 0]].float() - caches[0].cpu()[pairs[:, 0]].float()).abs().max()))
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", help="cuda (default), or cpu with TRITON_INTERPRET=1")
+    args = parser.parse_args(argv)
+    gen = torch.Generator().manual_seed(20261128)
+    checks: list[tuple[str, Callable[[], float], float]] = []
+    for cache in DTYPES:
+        checks += [(f"paged_decode {cache}", lambda c=cache: check_decode(args.device, gen, c), BOUND),
+                   (f"paged_prefill {cache}", lambda c=cache: check_prefill(args.device, gen, c), BOUND),
+                   (f"write_kv {cache}", lambda c=cache: check_write(args.device, gen, c), 0.0 if cache == "bf16" else 1e-2)]
+    checks.append(("copy_blocks + swap_blocks", lambda: check_copy_swap(args.device, gen), 0.0))
+    failed = 0
+    for name, fn, bound in checks:
+        try:
+            err = fn()
+            ok = err <= bound
+            print(f"{'ok  ' if ok else 'FAIL'} {name}: error {err:.3g} (bound {bound:g})", flush=True)
+        except Exception as exc:  # report and go on: memcheck should see every kernel
+            ok = False
+            print(f"FAIL {name}: {type(exc).__name__}: {exc}", flush=True)
+        failed += not ok
+    print(f"{len(checks) - failed}/{len(checks)} kernel checks passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
