@@ -1,0 +1,127 @@
+"""Markdown tables and goal checks from pytest-benchmark records of the kernel benchmarks.
+
+Every figure comes from a benchmark's `extra_info` (see bench/bench_kernels_*.py);
+nothing here is measured or typed by hand.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+Record = dict  # one pytest-benchmark "benchmarks" entry
+
+
+def _num(value: object, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def _x(value: object) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def _shape(info: dict) -> str:
+    return f"{info['num_heads']}/{info['num_kv_heads']}/{info['head_dim']}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def of_kind(records: list[Record], kind: str) -> list[dict]:
+    return [r["extra_info"] for r in records if r.get("extra_info", {}).get("kind") == kind]
+
+
+def ceilings_table(docs: list[dict]) -> str:
+    """One row per pytest run (each measures its own ceilings; its figures use them)."""
+    rows = []
+    for doc in docs:
+        for r in doc.get("benchmarks", []):
+            i = r.get("extra_info", {})
+            if "ceiling_read_gbps" in i:
+                run = r.get("fullname", r.get("name", "?")).split("::")[0].rsplit("/", 1)[-1]
+                rows.append([run, f"{i['ceiling_read_gbps']:.0f}", f"{i['ceiling_copy_gbps']:.0f}",
+                             f"{i['ceiling_matmul_tflops']:.0f}"])
+                break
+    if not rows:
+        return "_no ceilings recorded_"
+    return table(["run", "read GB/s", "copy GB/s", "bf16 matmul TFLOP/s"], rows)
+
+
+DTYPE_ORDER = {"bf16": 0, "fp8": 1, "int8": 2}
+
+
+def decode_table(records: list[Record]) -> str:
+    infos = sorted(of_kind(records, "decode"), key=lambda i: (
+        DTYPE_ORDER.get(i["cache_dtype"], 9), -i["num_kv_heads"] * i["head_dim"], i["num_heads"], i["batch"],
+        i["context"]))
+    rows = [[_shape(i), i["cache_dtype"], str(i["batch"]), str(i["context"]), _num(i["median_s"] * 1e6, ".1f"),
+             _num(i["gbps"], ".0f"), _num(i["pct_read_ceiling"], ".1f"), _x(i.get("speedup_vs_flex")),
+             _x(i.get("speedup_vs_gather")), _x(i.get("speedup_vs_bf16")), i.get("timing", "")] for i in infos]
+    return table(["Hq/Hkv/D", "cache", "B", "L", "µs", "GB/s", "% read ceiling", "vs Flex paged",
+                  "vs gather+SDPA", "vs our bf16", "timing"], rows)
+
+
+def prefill_table(records: list[Record]) -> str:
+    infos = sorted(of_kind(records, "prefill"), key=lambda i: (-i["num_kv_heads"], i["seq_len"]))
+    rows = [[_shape(i), str(i["batch"]), str(i["seq_len"]), _num(i["median_s"] * 1e3, ".3f"),
+             _num(i["tflops"], ".0f"), _num(i["pct_matmul_ceiling"], ".1f"), _num(i.get("sdpa_tflops"), ".0f"),
+             _x(i.get("speedup_vs_sdpa")), i.get("timing", "")] for i in infos]
+    return table(["Hq/Hkv/D", "B", "L", "ms", "TFLOP/s", "% matmul ceiling", "SDPA flash TFLOP/s",
+                  "vs SDPA flash", "timing"], rows)
+
+
+def write_table(records: list[Record]) -> str:
+    infos = sorted(of_kind(records, "write"), key=lambda i: DTYPE_ORDER.get(i["cache_dtype"], 9))
+    rows = [[i["cache_dtype"], str(i["num_tokens"]), f"{i['num_kv_heads']}/{i['head_dim']}",
+             _num(i["median_s"] * 1e6, ".1f"), _num(i["gbps"], ".0f"), _num(i["pct_copy_ceiling"], ".1f"),
+             _x(i.get("speedup_vs_torch")), i.get("timing", "")] for i in infos]
+    return table(["cache", "tokens", "Hkv/D", "µs", "GB/s", "% copy ceiling", "vs torch scatter", "timing"], rows)
+
+
+def _pick(kind: str, **want: object) -> Callable[[list[Record]], dict | None]:
+    def find(records: list[Record]) -> dict | None:
+        for i in of_kind(records, kind):
+            if all(i.get(k) == v for k, v in want.items()):
+                return i
+        return None
+    return find
+
+
+HEAD = dict(num_heads=32, num_kv_heads=8, head_dim=128)
+# (goal, record finder, figure, threshold, how the figure prints)
+GOALS = [
+    ("decode B=64 L=4096 32/8/128 ≥ 90% of read ceiling",
+     _pick("decode", cache_dtype="bf16", batch=64, context=4096, **HEAD), "pct_read_ceiling", 90.0, "{:.1f}%"),
+    ("decode B=8 L=4096 32/8/128 ≥ 70% of read ceiling",
+     _pick("decode", cache_dtype="bf16", batch=8, context=4096, **HEAD), "pct_read_ceiling", 70.0, "{:.1f}%"),
+    ("decode headline ≥ 1.5× FlexAttention paged",
+     _pick("decode", cache_dtype="bf16", batch=64, context=4096, **HEAD), "speedup_vs_flex", 1.5, "{:.3f}×"),
+    ("prefill L=4096 32/32/128 ≥ 0.8× SDPA flash",
+     _pick("prefill", seq_len=4096, num_kv_heads=32), "speedup_vs_sdpa", 0.8, "{:.3f}×"),
+    ("prefill L=4096 32/8/128 ≥ 0.8× SDPA flash",
+     _pick("prefill", seq_len=4096, num_kv_heads=8), "speedup_vs_sdpa", 0.8, "{:.3f}×"),
+    ("write_kv bf16 ≥ 75% of copy ceiling", _pick("write", cache_dtype="bf16"), "pct_copy_ceiling", 75.0, "{:.1f}%"),
+]
+
+
+def goals_table(records: list[Record]) -> str:
+    rows = []
+    for goal, find, key, threshold, fmt in GOALS:
+        info = find(records)
+        value = None if info is None else info.get(key)
+        verdict = "not measured" if value is None else ("met" if value >= threshold else "missed")
+        rows.append([goal, "–" if value is None else fmt.format(value), verdict])
+    inplace = GOALS[0][1](records)
+    if inplace is not None and inplace.get("speedup_vs_flex_inplace") is not None:
+        rows.append(["(for reference) headline vs FlexAttention in place over our block-16 cache",
+                     f"{inplace['speedup_vs_flex_inplace']:.3f}×", "–"])
+    for dtype in ("fp8", "int8"):  # quantised decode should save time in proportion to bytes
+        info = _pick("decode", cache_dtype=dtype, batch=64, context=4096, **HEAD)(records)
+        if info is None or info.get("speedup_vs_bf16") is None:
+            rows.append([f"{dtype} decode faster than bf16 by ~ the byte ratio", "–", "not measured"])
+            continue
+        got, want = info["speedup_vs_bf16"], info["byte_ratio_vs_bf16"]
+        rows.append([f"{dtype} decode faster than bf16 by ~ the byte ratio ({want:.2f}×)", f"{got:.2f}×",
+                     f"{100 * got / want:.0f}% of the byte ratio"])
+    return table(["goal", "measured", "verdict"], rows)

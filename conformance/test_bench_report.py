@@ -1,0 +1,90 @@
+"""bench/report.py on a small synthetic pytest-benchmark JSON: tables from extra_info,
+goal verdicts computed from the figures, the README's marked section replaced
+and nothing else touched, plots only where matplotlib exists."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from bench import report
+
+CEIL = {"ceiling_read_gbps": 3167.0, "ceiling_copy_gbps": 3021.0, "ceiling_matmul_tflops": 789.0}
+
+
+def _decode(dtype: str, batch: int, median_s: float, pct: float, **extra) -> dict:
+    info = {"kind": "decode", "cache_dtype": dtype, "batch": batch, "context": 4096, "num_heads": 32,
+            "num_kv_heads": 8, "head_dim": 128, "median_s": median_s, "gbps": pct * 31.67, "pct_read_ceiling": pct,
+            "timing": "cuda-graph", **CEIL, **extra}
+    return {"name": f"test_paged_decode[{dtype}-B{batch}]", "extra_info": info}
+
+
+def _doc() -> dict:
+    benches = [
+        _decode("bf16", 64, 3.4e-4, 93.4, speedup_vs_flex=1.8, speedup_vs_gather=5.1, speedup_vs_flex_inplace=9.5),
+        _decode("bf16", 8, 6.0e-5, 61.2, speedup_vs_flex=1.2, speedup_vs_gather=3.0),
+        _decode("fp8", 64, 1.8e-4, 90.0, speedup_vs_bf16=1.9, byte_ratio_vs_bf16=1.94),
+        {"name": "test_paged_prefill[L4096]", "extra_info": {
+            "kind": "prefill", "batch": 4, "seq_len": 4096, "num_heads": 32, "num_kv_heads": 32, "head_dim": 128,
+            "median_s": 2.2e-3, "tflops": 250.0, "pct_matmul_ceiling": 31.7, "sdpa_tflops": 313.0,
+            "speedup_vs_sdpa": 0.7987, "timing": "cuda-graph", **CEIL}},
+        {"name": "test_write_kv[bf16]", "extra_info": {
+            "kind": "write", "cache_dtype": "bf16", "num_tokens": 65536, "num_kv_heads": 8, "head_dim": 128,
+            "median_s": 2.1e-4, "gbps": 2560.0, "pct_copy_ceiling": 84.7, "speedup_vs_torch": 2.5,
+            "timing": "cuda-graph", **CEIL}},
+    ]
+    return {"machine_info": {"gpu": {"name": "NVIDIA H100 80GB HBM3", "driver": "580.159.04", "sm_count": 132},
+                             "torch": "2.11.0", "triton": "3.6.0", "cuda": "13.0"},
+            "commit_info": {"id": "abcdef0123456789"}, "datetime": "2026-11-28T10:00:00", "benchmarks": benches}
+
+
+def _row(text: str, start: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
+def test_tables_and_goals_from_extra_info(tmp_path) -> None:
+    (tmp_path / "results" / "h100").mkdir(parents=True)
+    (tmp_path / "results" / "h100" / "bench_decode.json").write_text(json.dumps(_doc()))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Benchmarks\n\nintro kept\n\n{report.BEGIN}\nstale table\n{report.END}\n\ntail kept\n")
+    assert report.main(["--results", str(tmp_path / "results"), "--readme", str(readme),
+                        "--plots", str(tmp_path / "plots")]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Benchmarks\n\nintro kept\n") and text.endswith("tail kept\n")
+    assert "stale table" not in text and text.count(report.BEGIN) == 1
+    assert "### h100" in text and "NVIDIA H100 80GB HBM3" in text and "commit abcdef0123" in text
+    assert "| test_paged_decode[bf16-B64] | 3167 | 3021 | 789 |" in text
+    assert _row(text, "| 32/8/128 | bf16 | 64 | 4096 |") == (
+        "| 32/8/128 | bf16 | 64 | 4096 | 340.0 | 2958 | 93.4 | 1.80× | 5.10× | – | cuda-graph |")
+    assert _row(text, "| decode B=64 L=4096 32/8/128 ≥ 90%").endswith("| 93.4% | met |")
+    assert _row(text, "| decode B=8 L=4096 32/8/128 ≥ 70%").endswith("| 61.2% | missed |")
+    assert _row(text, "| decode headline ≥ 1.5×").endswith("| 1.800× | met |")
+    assert _row(text, "| prefill L=4096 32/32/128").endswith("| 0.799× | missed |")  # 0.7987 < 0.8
+    assert _row(text, "| prefill L=4096 32/8/128").endswith("| – | not measured |")
+    assert _row(text, "| (for reference) headline vs FlexAttention in place").endswith("| 9.500× | – |")
+    assert _row(text, "| write_kv bf16").endswith("| 84.7% | met |")
+    assert "| 1.90× | 98% of the byte ratio |" in text
+    assert _row(text, "| int8 decode").endswith("| not measured |")
+    has_mpl = importlib.util.find_spec("matplotlib") is not None
+    assert (tmp_path / "plots" / "h100_decode.png").exists() == has_mpl
+    assert ("h100_decode.png" in text) == has_mpl
+    before = readme.read_text()
+    report.main(["--results", str(tmp_path / "results"), "--readme", str(readme), "--no-plots"])
+    assert readme.read_text().replace("\n![decode GB/s on h100](plots/h100_decode.png)\n", "") == \
+        before.replace("\n![decode GB/s on h100](plots/h100_decode.png)\n", "")
+
+
+def test_flat_folder_to_out_file(tmp_path) -> None:
+    (tmp_path / "bench_decode.json").write_text(json.dumps(_doc()))
+    (tmp_path / "machine.txt").write_text("not json, ignored")
+    out = tmp_path / "report.md"
+    assert report.main(["--results", str(tmp_path), "--out", str(out), "--no-plots"]) == 0
+    text = out.read_text()
+    assert text.startswith("### h100") and report.BEGIN not in text
+
+
+def test_bad_input(tmp_path, capsys) -> None:
+    (tmp_path / "bad.json").write_text("{}")
+    assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 2
+    assert "no 'benchmarks' list" in capsys.readouterr().err
+    assert report.main(["--results", str(tmp_path / "nope"), "--out", str(tmp_path / "r.md")]) == 2
