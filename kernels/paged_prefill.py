@@ -15,22 +15,16 @@ from L2; per-head programs keep the causal mask a plain row/column compare.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from kernels.prefill_plan import PrefillPlan, plan_prefill
+from kernels.triton_compat import dot_in_fp32, dot_operand, is_interpreting, to_output
 from kernels.validation import QUANTIZED_DTYPES, QUERY_DTYPES, check_heads, check_kv_cache, \
     check_kv_scales, check_shape, check_tensor
 
 _LOG2E = 1.4426950408889634
-
-
-def _interpreting() -> bool:
-    # Local stand-in until kernels.triton_compat lands.
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
@@ -38,7 +32,7 @@ def _attend(acc, l_i, m_i, q, k_base, v_base, ks_base, vs_base, bt_row, lo, hi, 
             stride_cb, stride_cs, stride_sb, stride_ss,
             HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
             MASKED: tl.constexpr, QUANTIZED: tl.constexpr, DOT_DTYPE: tl.constexpr,
-            PRECISION: tl.constexpr):
+            DOT_F32: tl.constexpr, PRECISION: tl.constexpr):
     """Online softmax over the KV tokens [lo, hi). MASKED: apply the causal mask and
     the hi bound (hi <= context_len); unmasked calls get whole tiles below the diagonal."""
     offs_d = tl.arange(0, BLOCK_D)
@@ -53,42 +47,48 @@ def _attend(acc, l_i, m_i, q, k_base, v_base, ks_base, vs_base, bt_row, lo, hi, 
             blocks = tl.load(bt_row + offs_n // PAGE)
         slots = offs_n % PAGE
         tok = blocks.to(tl.int64) * stride_cb + slots * stride_cs          # int64: 32k-block caches
-        ptrs = tok[:, None] + offs_d[None, :]
+        k_ptrs = (k_base + tok)[:, None] + offs_d[None, :]
+        v_ptrs = (v_base + tok)[:, None] + offs_d[None, :]
         if MASKED:
             if HEAD_DIM == BLOCK_D:
                 kv_mask = n_ok[:, None]
             else:
                 kv_mask = n_ok[:, None] & d_ok[None, :]
-            k = tl.load(k_base + ptrs, mask=kv_mask, other=0.0)
-            v = tl.load(v_base + ptrs, mask=kv_mask, other=0.0)
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
         elif HEAD_DIM == BLOCK_D:
-            k = tl.load(k_base + ptrs)
-            v = tl.load(v_base + ptrs)
+            k = tl.load(k_ptrs)
+            v = tl.load(v_ptrs)
         else:
-            k = tl.load(k_base + ptrs, mask=d_ok[None, :], other=0.0)
-            v = tl.load(v_base + ptrs, mask=d_ok[None, :], other=0.0)
-        qk = tl.dot(q, tl.trans(k.to(DOT_DTYPE)), input_precision=PRECISION)
+            k = tl.load(k_ptrs, mask=d_ok[None, :], other=0.0)
+            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
+        qk = tl.dot(q, tl.trans(dot_operand(k, DOT_DTYPE, DOT_F32)), input_precision=PRECISION)
         if QUANTIZED:
-            # int8/fp8 values are exact in the dot dtype; the per-token scales
-            # multiply score columns (K) and probability columns (V) instead of
-            # every element of the tiles.
+            # int8/fp8 values are exact in the dot dtype, so the per-token scales
+            # can multiply score columns (K) and probability columns (V) instead
+            # of every element of the K and V tiles.
             s_off = blocks.to(tl.int64) * stride_sb + slots * stride_ss
             ks = tl.load(ks_base + s_off, mask=n_ok, other=0.0)
             vs = tl.load(vs_base + s_off, mask=n_ok, other=0.0)
-            qk = qk * ks[None, :]
-        qk = qk * qk_scale
-        if MASKED:
-            visible = (offs_n[None, :] <= prefix + offs_m[:, None]) & n_ok[None, :]
-            qk = tl.where(visible, qk, float("-inf"))
+            qk = qk * (ks * qk_scale)[None, :]
+            if MASKED:
+                qk = tl.where((offs_n[None, :] <= prefix + offs_m[:, None]) & n_ok[None, :], qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            p = tl.math.exp2(qk - m_new[:, None])
+        else:
+            if MASKED:
+                qk = tl.where((offs_n[None, :] <= prefix + offs_m[:, None]) & n_ok[None, :], qk, float("-inf"))
+            # The softmax scale rides on the max and on one fused multiply-add.
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
         # Every row sees key 0 in its first tile, so m_new is finite from the start.
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
         alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(qk - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         if QUANTIZED:
             p = p * vs[None, :]
-        acc = tl.dot(p.to(DOT_DTYPE), v.to(DOT_DTYPE), acc, input_precision=PRECISION)
+        acc = tl.dot(dot_operand(p, DOT_DTYPE, DOT_F32), dot_operand(v, DOT_DTYPE, DOT_F32), acc,
+                     input_precision=PRECISION)
         m_i = m_new
     return acc, l_i, m_i
 
@@ -102,7 +102,7 @@ def _paged_prefill_kernel(
         stride_sb, stride_skv, stride_ss, stride_sh, stride_bt,
         GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, QUANTIZED: tl.constexpr,
-        DOT_F32: tl.constexpr, PRECISION: tl.constexpr):
+        DOT_F32: tl.constexpr, INTERPRET: tl.constexpr, PRECISION: tl.constexpr):
     # 1-D grid, head fastest: the programs of one query tile run side by side and
     # share K/V tiles through L2 (axis 0 also has no 65535 limit).
     pid = tl.program_id(0)
@@ -117,17 +117,14 @@ def _paged_prefill_kernel(
     ctx = tl.load(ctx_ptr + seq)
     prefix = ctx - q_len
 
-    if DOT_F32:
-        DOT_DTYPE: tl.constexpr = tl.float32
-    else:
-        DOT_DTYPE: tl.constexpr = q_ptr.dtype.element_ty
+    DOT_DTYPE: tl.constexpr = q_ptr.dtype.element_ty   # float32 instead under the interpreter (DOT_F32)
     offs_m = m_block * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = offs_m < q_len
     io_mask = row_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
     rows = (q_start + offs_m).to(tl.int64)
     q = tl.load(q_ptr + rows[:, None] * stride_qt + head * stride_qh + offs_d[None, :], mask=io_mask, other=0.0)
-    q = q.to(DOT_DTYPE)
+    q = dot_operand(q, DOT_DTYPE, DOT_F32)
 
     kv_head = head // GROUP
     k_base = kv_ptr + kv_head * stride_ch
@@ -145,13 +142,13 @@ def _paged_prefill_kernel(
     kv_end = tl.minimum(prefix + first_row + BLOCK_M, ctx)
     acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, ks_base, vs_base, bt_row, 0, full_end,
                             prefix, offs_m, qk_scale, stride_cb, stride_cs, stride_sb, stride_ss,
-                            HEAD_DIM, BLOCK_D, PAGE, BLOCK_N, False, QUANTIZED, DOT_DTYPE, PRECISION)
+                            HEAD_DIM, BLOCK_D, PAGE, BLOCK_N, False, QUANTIZED, DOT_DTYPE, DOT_F32, PRECISION)
     acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, ks_base, vs_base, bt_row, full_end, kv_end,
                             prefix, offs_m, qk_scale, stride_cb, stride_cs, stride_sb, stride_ss,
-                            HEAD_DIM, BLOCK_D, PAGE, BLOCK_N, True, QUANTIZED, DOT_DTYPE, PRECISION)
+                            HEAD_DIM, BLOCK_D, PAGE, BLOCK_N, True, QUANTIZED, DOT_DTYPE, DOT_F32, PRECISION)
     out = acc / l_i[:, None]
     tl.store(out_ptr + rows[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
-             out.to(out_ptr.dtype.element_ty), mask=io_mask)
+             to_output(out, out_ptr.dtype.element_ty, INTERPRET), mask=io_mask)
 
 
 def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
@@ -195,7 +192,8 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
         check_shape("out", out, tuple(query.shape))
         if out.stride(-1) != 1:
             raise ValueError("out must be contiguous in head_dim (stride(-1) == 1)")
-    on_gpu = device.type == "cuda" and not _interpreting()
+    interp = is_interpreting()
+    on_gpu = device.type == "cuda" and not interp
     if plan is None:
         plan = plan_prefill(query_start_loc, context_lens, block_tables, num_tokens, num_blocks,
                             block_size, head_dim, query.dtype, on_gpu, **tuning)
@@ -214,7 +212,6 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
         raise ValueError("block_tables rows must be contiguous (stride(1) == 1)")
 
     cfg = plan.config
-    interp = _interpreting()
     scales = kv_scales if quantized else kv_cache  # placeholder pointer, never read when not quantised
     s_strides = kv_scales.stride() if quantized else (0, 0, 0, 0)
     max_tiles = plan.tile_map.shape[1]
@@ -226,6 +223,7 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
         *kv_cache.stride()[:4], *s_strides, block_tables.stride(0),
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
         PAGE=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, QUANTIZED=quantized,
-        DOT_F32=interp, PRECISION="ieee" if (interp or query.dtype == torch.float32) else "tf32",
+        DOT_F32=dot_in_fp32(), INTERPRET=interp,
+        PRECISION="ieee" if (interp or query.dtype == torch.float32) else "tf32",
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out

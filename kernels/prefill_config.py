@@ -31,13 +31,18 @@ def prefill_config(head_dim: int, query_dtype: torch.dtype, on_gpu: bool,
       head_dim <= 256: BLOCK_M 64,  BLOCK_N 32, 8 warps, 2 stages (Q and the
                        accumulator double in size: fewer rows, more threads to hold them,
                        fewer stages to keep shared memory in budget)
-      float32 queries use the same tiles with half the stages (the tiles are twice the bytes).
+      float32 queries (a correctness path, dots in "ieee" fp32 without tensor
+      cores): BLOCK_M 64 (32 for head_dim 256), BLOCK_N 32, 8 warps, 2 stages
+      (1 for 256); the fp32 dot needs many registers, so the tiles stay small.
+    These compile for sm_90 without register spills for 16-bit queries
+    (checked by compiling ahead of time; the fp32 path spills a little).
     Interpreter (CPU tests): BLOCK_M 32, BLOCK_N 16, so small test shapes still
     cover several query tiles, several KV tiles and the diagonal.
 
     A batch whose longest query is short (decode rows, short extends) gets a
     smaller BLOCK_M (>= 16, the tl.dot minimum) so a 1-token query does not pay
-    for 128 rows. `max_query_len` is a host int when the caller knows it.
+    for 128 rows (and at most 4 warps below 64 rows). `max_query_len` is a
+    host int when the caller knows it.
 
     `overrides` (block_m, block_n, num_warps, num_stages; None = keep) let
     benchmarks sweep and tests pick tile shapes; block sizes must be powers of
@@ -52,9 +57,11 @@ def prefill_config(head_dim: int, query_dtype: torch.dtype, on_gpu: bool,
     else:
         cfg = PrefillConfig(block_m=64, block_n=32, num_warps=8, num_stages=2)
     if on_gpu and query_dtype == torch.float32:
-        cfg = replace(cfg, num_stages=max(1, cfg.num_stages - 1), block_n=min(cfg.block_n, 32))
+        big = head_dim > 128
+        cfg = PrefillConfig(block_m=32 if big else 64, block_n=32, num_warps=8, num_stages=1 if big else 2)
     if max_query_len is not None and max_query_len < cfg.block_m:
-        cfg = replace(cfg, block_m=max(_MIN_DOT, _pow2_at_least(max_query_len)))
+        block_m = max(_MIN_DOT, _pow2_at_least(max_query_len))
+        cfg = replace(cfg, block_m=block_m, num_warps=min(cfg.num_warps, 4) if block_m <= 32 else cfg.num_warps)
     unknown = set(overrides) - {"block_m", "block_n", "num_warps", "num_stages"}
     if unknown:
         raise ValueError(f"unknown prefill tuning option(s): {sorted(unknown)}")
