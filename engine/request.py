@@ -23,15 +23,18 @@ class Request:
         arrived earlier (FCFS order and the preemption victim choice use it).
     max_tokens: most output tokens. eos_token_ids / stop_token_ids: sampling one
         of these finishes the request ("stop"); EOS is skipped when ignore_eos.
+    max_outputs: the output count that finishes it by length: max_tokens, or
+        fewer when max_model_len (if given) ends it first -- a sequence may hold
+        max_model_len + 1 tokens, the last one sampled but never computed.
     error: why the request was ignored (FINISHED_IGNORED), else None.
     """
 
-    __slots__ = ("request_id", "seqs", "seq", "arrival", "max_tokens",
+    __slots__ = ("request_id", "seqs", "seq", "arrival", "max_tokens", "max_outputs",
                  "eos_token_ids", "stop_token_ids", "ignore_eos", "stop_ids", "error")
 
     def __init__(self, request_id: str, seq: Sequence, arrival: int, max_tokens: int,
                  eos_token_ids: Iterable[int] = (), stop_token_ids: Iterable[int] = (),
-                 ignore_eos: bool = False) -> None:
+                 ignore_eos: bool = False, max_model_len: int | None = None) -> None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"request {request_id!r}: max_tokens must be a positive int, "
                              f"got {max_tokens!r}")
@@ -40,6 +43,8 @@ class Request:
         self.seqs = [seq]
         self.arrival = arrival
         self.max_tokens = max_tokens
+        self.max_outputs = max_tokens if max_model_len is None else max(
+            1, min(max_tokens, max_model_len + 1 - seq.prompt_len))
         self.eos_token_ids = frozenset(eos_token_ids)
         self.stop_token_ids = frozenset(stop_token_ids)
         self.ignore_eos = ignore_eos

@@ -12,15 +12,22 @@ running, at most max_num_batched_tokens tokens computed), in this order:
      that does not fit stops admission (no later one jumps it); nothing is
      admitted while a request is still swapped out or after a preemption.
 
-Slots. The block manager is always shown exactly the tokens that have KV by the
-end of the step being scheduled (the sequence, or a prefix copy of it for a
-chunk), so every scheduled token has a slot before the step runs and every block
-it registers in the prefix cache is written by then (it registers blocks as they
-fill, before their KV exists). Admission allocate()s the first chunk; each later
-step append_slots() its chunk. A decode: update() appends the sampled token at
-position p = len - 1 without a slot; the next schedule() computes p and calls
-append_slots first, so a block is taken only by the step that writes it, and
-running out there is what triggers preemption.
+Slots. The block manager is shown only tokens that have KV by the end of the
+step being scheduled (the sequence, or a prefix copy of it for a chunk), so every
+scheduled token has a slot before the step runs and every block it registers in
+the prefix cache is written by then (it registers blocks as they fill, before
+their KV exists). Admission allocate()s the first chunk; each later step
+append_slots() its chunk. A decode: update() appends the sampled token at
+position p = len - 1 without a slot; the next schedule() computes p, calling
+append_slots first when p starts a new block -- so a block is taken only by the
+step that writes it, and running out there is what triggers preemption.
+
+Decodes (the hot path). A decode whose position p lies inside its last block
+(p % block_size != 0), of a request that was never forked, skips the block
+manager: the slot exists, and a private partial block needs no copy-on-write
+(prefix caching shares only full blocks). append_slots covers every token
+appended since its last call, so the next boundary call catches the table up and
+registers the block that filled meanwhile (one step after its KV was written).
 
 Preemption. When a running request's tokens get no slot, the latest-arrived
 running request is preempted (the needy one itself if it is the latest):
@@ -35,15 +42,12 @@ With chunked prefill off a prompt is computed whole in its admission step; only
 a re-prefill (prompt + outputs after recompute) longer than
 max_num_batched_tokens is split into chunks, as it could never run otherwise.
 
-Feasibility. add_request() reports a request FINISHED_IGNORED (with .error, in
-the next SchedulerOutput.ignored) when it could get stuck: prompt longer than
-max_model_len; prompt longer than max_num_batched_tokens with chunked prefill
-off; or its longest sequence W = min(prompt + max_tokens - 1, max_model_len)
-(what its blocks may hold, and what a recompute re-prefills) needs more blocks
-than can_allocate ever grants (NEVER). So an admitted request fits alone on an
-empty GPU: the oldest live request is never preempted (only the latest is, and
-alone it fits) and gets the budget first, which bounds progress (see
-conformance/sim_driver.py for the step bound).
+Feasibility. add_request() reports a request that can never finish as
+FINISHED_IGNORED with .error, in the next SchedulerOutput.ignored (rules in
+engine/admission.py). Every admitted request fits alone on an empty GPU, so the
+oldest live request is never preempted (only the latest is, and alone it fits)
+and gets the budget first, which bounds progress (see conformance/sim_driver.py
+for the step bound).
 
 abort(request_id) frees the request from any queue and returns True; an unknown
 or finished id is a reported no-op (returns False): a client may abort a request
@@ -57,11 +61,13 @@ import bisect
 from collections import deque
 from collections.abc import Iterable
 
+from engine.admission import infeasibility, largest_allocatable
 from engine.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
 from engine.config import CacheConfig, SchedulerConfig
 from engine.request import Request
 from engine.scheduler_output import ScheduledSequence, SchedulerOutput
 from engine.sequence import Sequence, SequenceStatus
+from engine.step_update import apply_sampled
 
 _RUNNING = SequenceStatus.RUNNING
 
@@ -100,6 +106,8 @@ class Scheduler:
         self._ignored: list[Request] = []               # for the next schedule()
         self._next_arrival = 0
         self._pending: SchedulerOutput | None = None    # scheduled, not yet updated
+        self._pool_tokens = largest_allocatable(self.block_manager, cache_config,
+                                                scheduler_config.max_model_len)
 
     # ---- requests ---------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], max_tokens: int,
@@ -110,9 +118,9 @@ class Scheduler:
         arrival = self._next_arrival
         seq = Sequence(arrival, prompt_token_ids)       # arrival doubles as a unique seq id
         req = Request(request_id, seq, arrival, max_tokens, eos_token_ids,
-                      stop_token_ids, ignore_eos)
+                      stop_token_ids, ignore_eos, self.config.max_model_len)
         self._next_arrival += 1
-        error = self._infeasible(req)
+        error = infeasibility(req, self.config, self.cache_config, self._pool_tokens)
         if error is not None:
             req.error = error
             seq.status = SequenceStatus.FINISHED_IGNORED
@@ -121,24 +129,6 @@ class Scheduler:
             self.requests[request_id] = req
             self.waiting.append(req)
         return req
-
-    def _infeasible(self, req: Request) -> str | None:
-        cfg, seq = self.config, req.seq
-        if seq.prompt_len > cfg.max_model_len:
-            return (f"prompt has {seq.prompt_len} tokens, more than "
-                    f"max_model_len={cfg.max_model_len}")
-        if not cfg.enable_chunked_prefill and seq.prompt_len > cfg.max_num_batched_tokens:
-            return (f"prompt has {seq.prompt_len} tokens, more than max_num_batched_tokens="
-                    f"{cfg.max_num_batched_tokens}, with chunked prefill off")
-        worst = min(seq.prompt_len + req.max_tokens - 1, cfg.max_model_len)
-        probe = Sequence(-1, [-1] * worst)              # token ids that hit no cache entry
-        if self.block_manager.can_allocate(probe) is AllocStatus.NEVER:
-            bs = self.cache_config.block_size
-            return (f"a sequence of up to {worst} tokens needs {-(-worst // bs)} blocks of "
-                    f"{bs} tokens, more than the GPU pool can ever hold "
-                    f"(num_gpu_blocks={self.cache_config.num_gpu_blocks}, "
-                    f"watermark={self.cache_config.watermark})")
-        return None
 
     def abort(self, request_id: str) -> bool:
         """Finish a live request as FINISHED_ABORTED and free its blocks.
@@ -172,20 +162,28 @@ class Scheduler:
             if not self.swapped:
                 budget = self._schedule_waiting(out, budget)
         out.num_batched_tokens = self.config.max_num_batched_tokens - budget
-        if out.scheduled:
+        if out.decodes or out.prefills:
             self._pending = out
         return out
 
     def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
-        bm, running, scheduled = self.block_manager, self.running, out.scheduled
-        i = 0
-        while i < len(running) and budget:
-            req = running[i]
-            i += 1
+        bm, decodes, starts = self.block_manager, out.decodes, out.decode_starts
+        sample = out.sample_seq_ids.add
+        bs = self.cache_config.block_size
+        for req in self.running:        # safe: preemption pops only from the tail
+            if not budget:
+                break
             seq = req.seq
             tokens = seq.token_ids
             start = seq.num_computed_tokens
             remaining = len(tokens) - start
+            # The hot path: a decode inside its last block (see "Decodes" above).
+            if remaining == 1 and start % bs and seq.output_token_ids and len(req.seqs) == 1:
+                decodes.append(req)
+                starts.append(start)
+                sample(seq.seq_id)
+                budget -= 1
+                continue
             n = budget if remaining > budget else remaining   # a started prefill goes on
             view = seq if n == remaining else _prefix(seq, start + n)
             try:
@@ -196,12 +194,7 @@ class Scheduler:
                     break                               # req preempted itself
             if copies:
                 out.blocks_to_copy.extend(copies)
-            is_prompt = remaining > 1 or len(tokens) == seq.prompt_len
-            scheduled.append(ScheduledSequence(req, seq, start, n, is_prompt, n == remaining))
-            if is_prompt:
-                out.num_prefill_tokens += n
-            else:
-                out.num_decode_tokens += 1
+            self._record(req, start, n, remaining, out)
             budget -= n
         return budget
 
@@ -257,7 +250,7 @@ class Scheduler:
             if status is AllocStatus.LATER:
                 break
             waiting.popleft()
-            if status is AllocStatus.NEVER:             # add_request's probe rules this out
+            if status is AllocStatus.NEVER:             # admission.py rules this out
                 self._finish_ignored(req, f"needs {len(view)} tokens of KV, more than "
                                      f"the GPU pool can ever hold")
                 continue
@@ -281,16 +274,24 @@ class Scheduler:
 
     def _start(self, req: Request, start: int, n: int, remaining: int,
                out: SchedulerOutput) -> None:
-        """Move a swapped-in or admitted request to running and schedule its tokens."""
-        seq = req.seq
-        seq.status = _RUNNING
+        """Move a swapped-in or admitted request to running; its slots are in place."""
+        req.seq.status = _RUNNING
         bisect.insort(self.running, req, key=_by_arrival)
-        is_prompt = remaining > 1 or len(seq) == seq.prompt_len
-        out.scheduled.append(ScheduledSequence(req, seq, start, n, is_prompt, n == remaining))
-        if is_prompt:
-            out.num_prefill_tokens += n
-        else:
-            out.num_decode_tokens += 1
+        self._record(req, start, n, remaining, out)
+
+    @staticmethod
+    def _record(req: Request, start: int, n: int, remaining: int,
+                out: SchedulerOutput) -> None:
+        """Put `n` tokens of `req` from `start` into the step (slots in place)."""
+        seq = req.seq
+        if n == remaining:
+            out.sample_seq_ids.add(seq.seq_id)
+            if n == 1 and seq.output_token_ids:         # its last sampled token: a decode
+                out.decodes.append(req)
+                out.decode_starts.append(start)
+                return
+        out.prefills.append(ScheduledSequence(req, seq, start, n, True, n == remaining))
+        out.num_prefill_tokens += n
 
     def _preempt(self, req: Request, out: SchedulerOutput) -> None:
         seq, bm = req.seq, self.block_manager
@@ -317,53 +318,19 @@ class Scheduler:
     def update(self, output: SchedulerOutput, sampled: dict[int, int]) -> list[Request]:
         """Advance the sequences of `output` by the tokens the step computed.
 
-        sampled: seq_id -> token id, one for each scheduled sequence with
-        do_sample (one aborted since schedule() may be given or left out).
+        sampled: seq_id -> token id for each id in output.sample_seq_ids (one of
+        a request aborted since schedule() may be given or left out).
         Returns the requests this step finished (stop token or length); their
         blocks are freed. Ignored requests are reported in output.ignored."""
         if output is not self._pending:
-            if not output.scheduled:
+            if not output.decodes and not output.prefills:
                 return []                               # nothing ran
             raise ValueError("output is not the pending step's (already updated, or stale)")
-        self._check_sampled(output, sampled)
+        finished = apply_sampled(output, sampled)
         self._pending = None
-        max_len = self.config.max_model_len
-        finished: list[Request] = []
-        for s in output.scheduled:
-            seq = s.seq
-            if seq.status is not _RUNNING:              # aborted after schedule()
-                continue
-            seq.num_computed_tokens = s.start + s.num_new_tokens
-            if not s.do_sample:
-                continue
-            token = sampled[seq.seq_id]
-            seq.append_token_id(token)
-            req = s.request
-            if token in req.stop_ids:
-                seq.status = SequenceStatus.FINISHED_STOPPED
-            elif len(seq.output_token_ids) >= req.max_tokens or len(seq) > max_len:
-                seq.status = SequenceStatus.FINISHED_LENGTH
-            else:
-                continue
-            finished.append(req)
         if finished:
             for req in finished:
                 self.block_manager.free(req.seq)
                 del self.requests[req.request_id]
             self.running = [r for r in self.running if r.seq.status is _RUNNING]
         return finished
-
-    @staticmethod
-    def _check_sampled(output: SchedulerOutput, sampled: dict[int, int]) -> None:
-        """ValueError, before any change, unless `sampled` has a token for every
-        live sampling sequence and none for any other."""
-        want = [s.seq.seq_id for s in output.scheduled if s.do_sample]
-        if len(sampled) == len(want) and all(i in sampled for i in want):
-            return
-        live = {s.seq.seq_id for s in output.scheduled
-                if s.do_sample and s.seq.status is _RUNNING}
-        missing = sorted(live - sampled.keys())
-        extra = sorted(sampled.keys() - set(want))
-        if missing or extra:
-            raise ValueError(f"sampled: no token for seq_ids {missing}; tokens for seq_ids "
-                             f"{extra} that did not sample this step")

@@ -39,7 +39,14 @@ class ScheduledSequence:
 
 @dataclass
 class SchedulerOutput:
-    """scheduled: decodes first (arrival order), then prompt chunks (arrival order).
+    """One step. Decodes are kept as two flat lists (the hot path: hundreds per
+    step, no object each); prompt and re-prefill chunks as ScheduledSequence.
+
+    decodes[i]: a request whose last (sampled) token is computed this step, at
+        position decode_starts[i] (its num_computed_tokens before the step).
+    prefills: prompt / re-prefill chunks, in scheduling order.
+    scheduled: all of them as ScheduledSequence, decodes first (built on demand).
+    sample_seq_ids: seq ids that sample a token this step; update() wants one each.
 
     The runner applies blocks_to_swap_out, then blocks_to_swap_in, then
     blocks_to_copy (copy-on-write (src, dst) GPU pairs), and only then runs the
@@ -49,17 +56,29 @@ class SchedulerOutput:
     preempted: request ids preempted this step (by either mode).
     """
 
-    scheduled: list[ScheduledSequence] = field(default_factory=list)
+    decodes: list[Request] = field(default_factory=list)
+    decode_starts: list[int] = field(default_factory=list)
+    prefills: list[ScheduledSequence] = field(default_factory=list)
     num_batched_tokens: int = 0
     num_prefill_tokens: int = 0
-    num_decode_tokens: int = 0
     blocks_to_swap_in: dict[int, int] = field(default_factory=dict)
     blocks_to_swap_out: dict[int, int] = field(default_factory=dict)
     blocks_to_copy: list[tuple[int, int]] = field(default_factory=list)
+    sample_seq_ids: set[int] = field(default_factory=set)
     ignored: list[Request] = field(default_factory=list)
     preempted: list[str] = field(default_factory=list)
 
     @property
+    def num_decode_tokens(self) -> int:
+        return len(self.decodes)
+
+    @property
+    def scheduled(self) -> list[ScheduledSequence]:
+        decodes = [ScheduledSequence(r, r.seq, p, 1, False, True)
+                   for r, p in zip(self.decodes, self.decode_starts)]
+        return decodes + self.prefills
+
+    @property
     def is_empty(self) -> bool:
         """Nothing to run (there may still be ignored requests to report)."""
-        return not self.scheduled and not self.blocks_to_swap_out
+        return not self.decodes and not self.prefills and not self.blocks_to_swap_out
