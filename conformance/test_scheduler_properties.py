@@ -65,8 +65,8 @@ def abort_plans(draw, requests: list[Arrival]) -> dict[int, list[str]]:
     return plan
 
 
-# Cheap examples (ms each): ten times the profile's count.
-@settings(max_examples=10 * settings.default.max_examples)
+# Cheap examples (ms each): twenty times the profile's count.
+@settings(max_examples=20 * settings.default.max_examples)
 @given(data=st.data())
 def test_random_workloads_drain_with_every_step_checked(data):
     stream = data.draw(arrivals())
@@ -94,7 +94,7 @@ SCHEDULES = [("recompute", False, 48, False), ("swap", False, 48, True),
              ("recompute", True, 5, True), ("swap", True, 13, False)]
 
 
-@settings(max_examples=4 * settings.default.max_examples)
+@settings(max_examples=8 * settings.default.max_examples)
 @example(stream=[Arrival(0, f"r{i}", tuple(range(i, i + 9)), 16) for i in range(6)])
 @given(stream=arrivals(max_requests=6))
 def test_outputs_do_not_depend_on_the_schedule(stream):
