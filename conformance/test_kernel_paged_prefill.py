@@ -1,11 +1,12 @@
 """kernels.paged_prefill against the float64 oracle reference.attention.paged_prefill.
 
 Tolerances (the kernel's error comes from rounding Q/K/V and P to the dot dtype
-and the output to the query dtype; fp32 runs input_precision="ieee"):
+and the output to the query dtype; fp32 runs input_precision="ieee", so no
+tf32 allowance; the fp32 bound leaves room for exp2.approx and 4k-term sums on GPU):
 
 | query dtype | rel ‖out − ref‖/‖ref‖ | elementwise |out − ref| <= atol + rtol·|ref| |
 |---|---|---|
-| float32  | 1e-5 | 1e-5 + 1e-5·|ref| |
+| float32  | 2e-5 | 5e-5 + 2e-5·|ref| |
 | float16  | 2e-3 | 4e-3 + 4e-3·|ref| |
 | bfloat16 | 1.6e-2 | 3e-2 + 3e-2·|ref| |
 
@@ -32,7 +33,7 @@ from kernels.paged_prefill import paged_prefill
 from reference.attention import paged_prefill as oracle_prefill
 
 TOLERANCES = {  # query dtype -> (rel, atol, rtol)
-    torch.float32: (1e-5, 1e-5, 1e-5),
+    torch.float32: (2e-5, 5e-5, 2e-5),
     torch.float16: (2e-3, 4e-3, 4e-3),
     torch.bfloat16: (1.6e-2, 3e-2, 3e-2),
 }
@@ -205,5 +206,9 @@ def test_gpu_int32_offsets_overflow_guard() -> None:
     p = dict(heads=(32, 8), head_dim=128, block_size=64, query_dtype=torch.bfloat16, cache_kind="auto",
              prefixes=[0, 3072, 1000], qlens=[4096, 1024, 1], block_m=None, block_n=None)
     case = build_case(7, p)
-    assert int(case.kv.block_tables.max()) * case.kv.kv_cache.stride(0) >= 2**31
+    kv = case.kv
+    used = [b for row, ctx in zip(kv.block_tables.tolist(), kv.context_lens.tolist())
+            for b in row[:-(-ctx // kv.block_size)]]
+    assert kv.kv_cache.shape[0] == 32768
+    assert max(used) * kv.kv_cache.stride(0) >= 2**31, "the draw must use blocks past 2^31 elements"
     assert_close(run_kernel(case), run_oracle(case), torch.bfloat16)
