@@ -24,7 +24,7 @@ settings.register_profile(
 )
 # gpu: full sizes on a CUDA device.
 settings.register_profile(
-    "gpu", derandomize=True, deadline=None, max_examples=60, print_blob=True,
+    "gpu", derandomize=True, deadline=None, max_examples=20, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 # nightly: many examples, the example database kept so failures replay.

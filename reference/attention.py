@@ -37,21 +37,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
 def gather_paged_kv(kv_cache: torch.Tensor, block_table: list[int] | torch.Tensor, context_len: int,
                     kv_scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Rebuild contiguous float64 K and V [context_len, Hkv, D] of one sequence from
-    a cache [num_blocks, 2, block_size, Hkv, D] and its block table."""
+    a cache [num_blocks, 2, block_size, Hkv, D] and its block table: token t lives
+    in block block_table[t // block_size] at offset t % block_size."""
     block_size = kv_cache.shape[2]
-    table = [int(b) for b in block_table]
-    rows_k, rows_v = [], []
-    for t in range(context_len):
-        block, offset = table[t // block_size], t % block_size
-        k_row, v_row = kv_cache[block, 0, offset], kv_cache[block, 1, offset]
-        if is_quantized(kv_cache.dtype):
-            if kv_scales is None:
-                raise ValueError("kv_scales is required for a quantised cache")
-            k_row = dequantize_rows(k_row, kv_scales[block, 0, offset])
-            v_row = dequantize_rows(v_row, kv_scales[block, 1, offset])
-        rows_k.append(k_row.double())
-        rows_v.append(v_row.double())
-    return torch.stack(rows_k), torch.stack(rows_v)
+    device = kv_cache.device
+    table = torch.as_tensor(block_table, dtype=torch.long).to(device)
+    t = torch.arange(context_len, device=device)
+    blocks, offsets = table[t // block_size], t % block_size
+    # Index on the cache's device, then bring only this sequence's rows to the CPU.
+    k, v = kv_cache[blocks, 0, offsets].cpu(), kv_cache[blocks, 1, offsets].cpu()   # [context_len, Hkv, D]
+    if is_quantized(kv_cache.dtype):
+        if kv_scales is None:
+            raise ValueError("kv_scales is required for a quantised cache")
+        return (dequantize_rows(k, kv_scales[blocks, 0, offsets].cpu()),
+                dequantize_rows(v, kv_scales[blocks, 1, offsets].cpu()))
+    return k.double(), v.double()
 
 
 def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
@@ -60,8 +60,7 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     """query [B, Hq, D] (one token per sequence, the last of its context) -> float64 [B, Hq, D]."""
     out = []
     for i in range(query.shape[0]):
-        k, v = gather_paged_kv(kv_cache.cpu(), block_tables[i].cpu(), int(context_lens[i]),
-                               None if kv_scales is None else kv_scales.cpu())
+        k, v = gather_paged_kv(kv_cache, block_tables[i], int(context_lens[i]), kv_scales)
         out.append(attention(query[i:i + 1].cpu(), k, v, scale)[0])
     return torch.stack(out)
 
@@ -77,7 +76,6 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
         lo, hi = starts[i], starts[i + 1]
         if hi == lo:
             continue
-        k, v = gather_paged_kv(kv_cache.cpu(), block_tables[i].cpu(), int(context_lens[i]),
-                               None if kv_scales is None else kv_scales.cpu())
+        k, v = gather_paged_kv(kv_cache, block_tables[i], int(context_lens[i]), kv_scales)
         out[lo:hi] = attention(query[lo:hi].cpu(), k, v, scale)
     return out
