@@ -159,8 +159,10 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
     tokens of each context) over the paged `kv_cache`; returns [T, Hq, D] in the
     query dtype (written into `out` when given).
 
-    `plan` (from `plan_prefill`, once per batch) skips the index checks that sync
-    with the host and the tile-map build; without it they run here. `tuning`
+    `plan` (from `plan_prefill`, once per batch, shared by every layer) skips the
+    index checks that sync with the host and the tile-map build; without it they
+    run here. A plan is only valid for the query_start_loc, context_lens and
+    block_tables contents it was built from (only their sizes are re-checked). `tuning`
     overrides `prefill_config` (block_m, block_n, num_warps, num_stages) when no
     plan is given.
     """
@@ -203,6 +205,8 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
         check_tensor("query_start_loc", query_start_loc, 1, (torch.int32,), device)
         check_tensor("context_lens", context_lens, 1, (torch.int32,), device)
         check_tensor("block_tables", block_tables, 2, (torch.int32,), device)
+        if plan.tile_map.device != device:
+            raise ValueError(f"plan's tile map is on {plan.tile_map.device}, query on {device}")
         if (plan.num_tokens, plan.num_seqs) != (num_tokens, context_lens.shape[0]):
             raise ValueError(f"plan was built for {plan.num_tokens} tokens / {plan.num_seqs} sequences, "
                              f"got {num_tokens} / {context_lens.shape[0]}")
