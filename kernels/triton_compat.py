@@ -73,8 +73,9 @@ def to_fp8e4m3(x, INTERPRET: tl.constexpr):
 @triton.jit
 def to_output(x, DTYPE: tl.constexpr, INTERPRET: tl.constexpr):
     """float32 -> DTYPE for a store, round to nearest even also under the interpreter."""
-    if INTERPRET and DTYPE == tl.bfloat16:
-        bits = x.to(tl.int32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536   # keep the top 16 bits, RNE
-        x = bits.to(tl.float32, bitcast=True)
+    if INTERPRET:
+        if DTYPE == tl.bfloat16:
+            bits = x.to(tl.int32, bitcast=True)
+            bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536   # keep the top 16 bits, RNE
+            x = bits.to(tl.float32, bitcast=True)
     return x.to(DTYPE)
