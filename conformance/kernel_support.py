@@ -16,8 +16,9 @@ Quantised caches are held to the same bounds against the oracle fed the
 dequantised cache (int8/fp8 values are exact in every query dtype, so the
 kernel's only extra rounding is the same p/output rounding). Against the
 float64 result of a bf16 cache holding the same K/V (the quantisation error
-itself) the bounds are looser: int8 rel 3e-2, fp8 e4m3 rel 1e-1 (3 mantissa
-bits: up to 2^-4 per value, ~2-4 % on outputs as measured on CPU).
+itself) the bounds are looser: int8 rel 3e-2, fp8 e4m3 rel 1e-1 (measured on
+CPU, head_dim 128, contexts to 130: int8 0.8-0.9 %, fp8 2.9-3.6 %; e4m3 keeps
+3 mantissa bits, up to 2^-4 relative error per value).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def size_plan() -> SizePlan:
     token, is then the slow part)."""
     if torch.cuda.is_available():
         return SizePlan("cuda", max_seqs=64, long_context=4200, max_examples=40)
-    return SizePlan("cpu", max_seqs=3, long_context=100, max_examples=8)
+    return SizePlan("cpu", max_seqs=4, long_context=130, max_examples=30)
 
 
 
@@ -91,7 +92,10 @@ def compact_cpu(kv: PagedKV) -> PagedKV:
     remap[ids] = torch.arange(ids.numel(), device=ids.device)
     tables = remap[kv.block_tables.long()].to(torch.int32)
     scales = None if kv.kv_scales is None else kv.kv_scales[ids].cpu()
-    return PagedKV(kv.kv_cache[ids].cpu(), scales, tables.cpu(), kv.context_lens.cpu())
+    # Index the bytes: not every torch build indexes float8 tensors on CUDA.
+    raw = kv.kv_cache.view(torch.uint8) if kv.kv_cache.element_size() == 1 else kv.kv_cache
+    cache = raw[ids].cpu().view(kv.kv_cache.dtype)
+    return PagedKV(cache, scales, tables.cpu(), kv.context_lens.cpu())
 
 
 def oracle_decode(query: torch.Tensor, kv: PagedKV, scale: float) -> torch.Tensor:

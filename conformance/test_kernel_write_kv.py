@@ -89,7 +89,7 @@ def run_write(seed: int, num_tokens: int, num_blocks: int, block_size: int, num_
         assert torch.equal(bits(scales.cpu()), bits(want_scales)), "scales differ from reference.quant"
 
 
-@settings(max_examples=20 if PLAN.device == "cpu" else 60)
+@settings(max_examples=30 if PLAN.device == "cpu" else 60)
 @given(seed=st.integers(0, 2**31 - 1), num_tokens=st.integers(1, MAX_TOKENS),
        num_blocks=st.integers(1, 12), block_size=st.sampled_from((8, 16, 32, 64)),
        num_kv_heads=st.sampled_from((1, 2, 3, 8)), head_dim=st.sampled_from((64, 80, 96, 128, 256)),
