@@ -17,6 +17,7 @@ from conformance.kernel_support import (assert_close, oracle_decode, poisoned_li
                                         size_plan, tolerance)
 from conformance.paged_cases import make_paged_kv, rel_error
 from kernels import paged_decode
+from kernels.decode_splits import auto_splits, choose_decode_config
 
 PLAN = size_plan()
 BLOCK_SIZES = (8, 16, 32, 64)
@@ -153,3 +154,32 @@ def test_huge_cache_int64_offsets(num_splits: int | None) -> None:
     used = max(int(kv.block_tables[i, :(c + 63) // 64].max()) for i, c in enumerate(kv.context_lens.tolist()))
     assert used * kv.kv_cache.stride(0) >= 2**31, "the case must reach past 32-bit offsets"
     assert_close(out, ref, tolerance(torch.bfloat16), "32,768-block cache")
+
+
+@pytest.mark.parametrize("batch,kv_heads,ctx,want", [
+    (64, 8, 4096, 1),     # 512 programs: ~4 waves on 132 SMs already, no reduce step
+    (256, 32, 512, 1),
+    (8, 8, 4096, 9),      # 64 programs -> ~4 programs per SM
+    (1, 8, 16384, 64),    # capped at MAX_SPLITS
+    (1, 8, 512, 4),       # capped so each split keeps >= 128 tokens
+    (4, 8, 100, 1),       # too short to split
+])
+def test_auto_splits_on_h100(batch: int, kv_heads: int, ctx: int, want: int) -> None:
+    assert auto_splits(batch * kv_heads, ctx, sms=132) == want
+
+
+@settings(max_examples=200)
+@given(num_seqs=st.integers(0, 300), kv_heads=st.sampled_from([1, 3, 8, 32]), ctx=st.integers(0, 70000),
+       head_dim=st.sampled_from(HEAD_DIMS), elem=st.sampled_from([1, 2, 4]),
+       forced=st.one_of(st.none(), st.integers(1, 5000)))
+def test_decode_config_covers_every_token(num_seqs: int, kv_heads: int, ctx: int, head_dim: int, elem: int,
+                                          forced: int | None) -> None:
+    """Splits always cover the longest context; auto splits are whole tiles and never empty."""
+    cfg = choose_decode_config(num_seqs, kv_heads, head_dim, elem, ctx, torch.device(PLAN.device),
+                               num_splits=forced)
+    assert cfg.num_splits * cfg.split_len >= ctx and cfg.split_len >= 1
+    if forced is None:
+        assert cfg.split_len % cfg.block_n == 0
+        assert (cfg.num_splits - 1) * cfg.split_len < max(ctx, 1)
+    else:
+        assert cfg.num_splits == forced

@@ -123,3 +123,19 @@ def test_cpu_tensors_rejected_without_interpreter(monkeypatch: pytest.MonkeyPatc
     wargs = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in write_args().items()}
     with pytest.raises(ValueError, match="needs a CUDA device"):
         write_kv(**wargs)
+
+
+def test_unchecked_indices_still_check_shapes() -> None:
+    """check_indices=False skips only the syncing range checks (for graph capture)."""
+    args = decode_args()
+    args["block_tables"] = args["block_tables"][:1]
+    with pytest.raises(ValueError, match="block_tables has 1 rows"):
+        paged_decode(**args, check_indices=False, max_context_len=17)
+    args = decode_args()
+    args["block_tables"] = args["block_tables"].long()
+    with pytest.raises(ValueError, match="block_tables dtype"):
+        paged_decode(**args, check_indices=False, max_context_len=17)
+    wargs = write_args()
+    wargs["slot_mapping"] = wargs["slot_mapping"].float()
+    with pytest.raises(ValueError, match="slot_mapping dtype"):
+        write_kv(**wargs, check_indices=False)

@@ -75,15 +75,21 @@ def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_
         if num_splits < 1:
             raise ValueError(f"num_splits must be >= 1, got {num_splits}")
         return DecodeConfig(block_n, num_warps, num_stages, num_splits, triton.cdiv(ctx, num_splits))
-    programs = max(1, num_seqs * num_kv_heads)
-    if is_interpreting():
-        splits = INTERPRETER_SPLITS
-    elif programs >= 2 * sm_count(device):
-        splits = 1
-    else:
-        want = triton.cdiv(WAVES * sm_count(device), programs)
-        splits = max(1, min(want, MAX_SPLITS, ctx // MIN_SPLIT_TOKENS))
+    sms = None if is_interpreting() else sm_count(device)
+    splits = auto_splits(num_seqs * num_kv_heads, ctx, sms)
     tiles = triton.cdiv(ctx, block_n)
     splits = min(splits, tiles)
     split_len = triton.cdiv(tiles, splits) * block_n
     return DecodeConfig(block_n, num_warps, num_stages, triton.cdiv(ctx, split_len), split_len)
+
+
+def auto_splits(programs: int, max_context_len: int, sms: int | None) -> int:
+    """Splits per (sequence, KV head) for a grid of `programs` before splitting
+    on a GPU with `sms` multiprocessors (None: the interpreter)."""
+    if sms is None:
+        return INTERPRETER_SPLITS
+    programs = max(1, programs)
+    if programs >= 2 * sms:
+        return 1
+    want = triton.cdiv(WAVES * sms, programs)
+    return max(1, min(want, MAX_SPLITS, max_context_len // MIN_SPLIT_TOKENS))
