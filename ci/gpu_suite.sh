@@ -4,7 +4,8 @@
 # straight into one output folder (8 files at most, none in sub-folders):
 #   machine.txt conformance.xml sanitizer.txt bench_decode.json bench_prefill.json
 #   bench_write.json report.md log.txt
-# Budget on an H100: about 8 minutes; each step has a cap and prints timestamps.
+# The whole run keeps to SUITE_BUDGET_S (default 480 s on an H100): each step gets a
+# cap that leaves the later steps their reserve, and prints timestamps.
 set -uo pipefail
 
 usage() {
@@ -14,8 +15,9 @@ usage: ci/gpu_suite.sh [OUT_DIR] [--quick] [--tests-only | --bench-only]
   --quick       fewer benchmark shapes and the ci Hypothesis profile
   --tests-only  conformance + memcheck only
   --bench-only  benchmarks + report only
-Step caps (seconds) come from the environment: CAP_CONF, CAP_KERNELS, CAP_SANITIZER,
-CAP_DECODE, CAP_PREFILL, CAP_WRITE. Exit status: 0 when every step passed.
+Environment: SUITE_BUDGET_S (default 480) bounds the whole run; a step stopped at
+its cap gets SIGINT, so pytest still writes what it finished. PYTHON (default python3).
+Exit status: 0 when every step passed.
 EOF
 }
 
@@ -37,11 +39,19 @@ tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 exec > >(tee -a "$out_dir/log.txt") 2>&1
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 PY="${PYTHON:-python3}"
+budget="${SUITE_BUDGET_S:-480}"
 profile=gpu; [ "$quick" = 1 ] && profile=ci && export BENCH_QUICK=1
+# Seconds each step may want (typical on an H100 in brackets), and what the bench keeps back.
+want_conf=40 want_kernels=140 want_sanitizer=60   # [6, ?, 40]
+want_decode=150 want_prefill=35 want_write=30     # [120, 16, 12]
+bench_reserve=$(( bench ? want_decode + want_prefill + want_write + 15 : 0 ))
 status=0
 declare -a summary
 
 stamp() { echo "[$(date +%H:%M:%S) +${SECONDS}s] $*"; }
+
+# cap WANT RESERVE: WANT, cut so that RESERVE seconds of the budget stay for later steps.
+cap() { local left=$(( budget - SECONDS - $2 )); echo $(( $1 < left ? $1 : (left > 10 ? left : 10) )); }
 
 # step NAME CAP CMD...: run CMD under a time cap, record its exit status.
 step() {
@@ -49,7 +59,7 @@ step() {
   stamp "start $name (cap ${cap}s)"
   timeout --signal=INT --kill-after=20 "$cap" "$@"
   local rc=$?
-  [ "$rc" = 124 ] && echo "$name: hit its ${cap}s cap"
+  [ "$rc" = 124 ] && echo "$name: stopped at its ${cap}s cap (results so far kept)"
   [ "$rc" = 5 ] && echo "$name: no tests collected (fine)" && rc=0
   stamp "end $name: exit $rc"
   summary+=("$name: exit $rc")
@@ -57,7 +67,11 @@ step() {
   return 0
 }
 
-stamp "gpu suite: out=$out_dir quick=$quick tests=$tests bench=$bench"
+if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+  echo "gpu_suite: no CUDA device here (torch.cuda.is_available() is False); this is the GPU command" >&2
+  exit 2
+fi
+stamp "gpu suite: out=$out_dir quick=$quick tests=$tests bench=$bench budget=${budget}s"
 {
   nvidia-smi -q | head -n 60
   echo; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit --format=csv
@@ -67,41 +81,46 @@ stamp "gpu suite: out=$out_dir quick=$quick tests=$tests bench=$bench"
 stamp "machine: $(grep -m1 'Product Name' "$out_dir/machine.txt" | sed 's/.*: //')"
 
 if [ "$tests" = 1 ]; then
-  step "conformance -m gpu" "${CAP_CONF:-90}" \
+  step "conformance -m gpu" "$(cap $want_conf $(( want_kernels + want_sanitizer + bench_reserve )))" \
     "$PY" -m pytest conformance -m gpu --ignore-glob='conformance/test_kernel_*.py' -q \
       -p no:cacheprovider --junitxml="$tmp/gpu.xml"
-  step "kernel conformance ($profile)" "${CAP_KERNELS:-180}" \
+  step "kernel conformance ($profile)" "$(cap $want_kernels $(( want_sanitizer + bench_reserve )))" \
     env HYPOTHESIS_PROFILE=$profile "$PY" -m pytest conformance/test_kernel_*.py -q \
       -p no:cacheprovider --junitxml="$tmp/kernels.xml"
   "$PY" -m ci.merge_junit "$out_dir/conformance.xml" "$tmp/gpu.xml" "$tmp/kernels.xml"
 
   # Own allocations per tensor, so memcheck sees an overrun past a tensor's end.
-  stamp "start compute-sanitizer memcheck (cap ${CAP_SANITIZER:-120}s)"
-  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout --signal=INT --kill-after=20 "${CAP_SANITIZER:-120}" \
+  limit="$(cap $want_sanitizer $bench_reserve)"
+  stamp "start compute-sanitizer memcheck (cap ${limit}s)"
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout --signal=INT --kill-after=20 "$limit" \
     compute-sanitizer --tool memcheck --error-exitcode 99 "$PY" -m bench.sanitize_kernels \
     > "$out_dir/sanitizer.txt" 2>&1
   rc=$?
-  if [ "$rc" = 0 ] && grep -q "ERROR SUMMARY: 0 errors" "$out_dir/sanitizer.txt"; then
-    verdict="memcheck: CLEAN (0 errors; every kernel check passed)"
-  elif [ "$rc" = 99 ]; then verdict="memcheck: NOT CLEAN (errors reported above)"
+  # memcheck's own verdict (exit 99 = errors found) apart from the kernels' result checks (exit 1).
+  if grep -q "ERROR SUMMARY: 0 errors" "$out_dir/sanitizer.txt" && [ "$rc" != 99 ]; then
+    verdict="memcheck: CLEAN (0 errors)"
+  elif [ "$rc" = 99 ]; then verdict="memcheck: NOT CLEAN (see the errors above)"
   elif [ "$rc" = 124 ]; then verdict="memcheck: INCOMPLETE (hit its cap)"
-  else verdict="memcheck: run failed or a kernel check failed (exit $rc)"
+  else verdict="memcheck: no verdict (exit $rc)"
   fi
-  echo "$verdict" | tee -a "$out_dir/sanitizer.txt"
-  grep -E "^(ok|FAIL) " "$out_dir/sanitizer.txt"
+  checks="$(grep -E '^[0-9]+/[0-9]+ kernel checks passed' "$out_dir/sanitizer.txt" || echo 'kernel checks: no result')"
+  echo "$verdict; $checks" | tee -a "$out_dir/sanitizer.txt"
+  grep -E "^(ok|FAIL) " "$out_dir/sanitizer.txt" | cut -c1-160
   stamp "end compute-sanitizer: exit $rc"
-  summary+=("$verdict"); [ "$rc" = 0 ] || status=1
+  summary+=("$verdict; $checks"); [ "$rc" = 0 ] || status=1
 fi
 
 if [ "$bench" = 1 ]; then
-  for part in decode:${CAP_DECODE:-200} prefill:${CAP_PREFILL:-60} write:${CAP_WRITE:-45}; do
-    name="${part%%:*}"; cap="${part##*:}"
-    # The in-test budget skips what is left 30 s before the cap, so the JSON is always written.
-    step "bench $name" "$cap" env BENCH_BUDGET_S=$((cap - 30)) \
+  for part in decode:$want_decode:$(( want_prefill + want_write + 15 )) prefill:$want_prefill:$(( want_write + 15 )) \
+              write:$want_write:15; do
+    IFS=: read -r name want reserve <<< "$part"
+    limit="$(cap "$want" "$reserve")"
+    # The in-test budget skips what is left 20 s before the cap, so the JSON is always written.
+    step "bench $name" "$limit" env BENCH_BUDGET_S=$(( limit > 30 ? limit - 20 : 10 )) \
       "$PY" -m pytest "bench/bench_kernels_$name.py" -m gpu -q -s -p no:cacheprovider \
         --benchmark-json="$out_dir/bench_$name.json"
   done
-  step "report" 60 "$PY" -m bench.report --results "$out_dir" --out "$out_dir/report.md" --no-plots
+  step "report" 15 "$PY" -m bench.report --results "$out_dir" --out "$out_dir/report.md" --no-plots
 fi
 
 stamp "summary"
