@@ -110,8 +110,9 @@ def render(devices: dict[str, list[dict]], plots: Path | None, relative_to: Path
         records = [b for d in docs for b in d["benchmarks"]]
         out += [f"### {device}", "", machine_line(docs), "", "Ceilings, measured in the same run:", "",
                 ceilings_table(docs), "", "Goals (kernels issue, section 4):", "", goals_table(records), "",
-                "**paged_decode** (block 16; time is the median of CUDA-event samples, L2 flushed before each; "
-                "ratios are peer time / our time):", "", decode_table(records), ""]
+                "**paged_decode** (block 16; time: median of CUDA-event samples, L2 flushed before each; "
+                "ratios: peer time / our time; Flex paged: compiled FlexAttention over its own layout of "
+                "128-token pages; gather+SDPA: block-table gather, then SDPA):", "", decode_table(records), ""]
         png = plot_decode(device, records, plots) if plots is not None else None
         if png is not None:
             out += [f"![decode GB/s on {device}]({os.path.relpath(png, relative_to)})", ""]

@@ -53,8 +53,7 @@ DTYPE_ORDER = {"bf16": 0, "fp8": 1, "int8": 2}
 
 def decode_table(records: list[Record]) -> str:
     infos = sorted(of_kind(records, "decode"), key=lambda i: (
-        DTYPE_ORDER.get(i["cache_dtype"], 9), -i["num_kv_heads"] * i["head_dim"], i["num_heads"], i["batch"],
-        i["context"]))
+        DTYPE_ORDER.get(i["cache_dtype"], 9), -i["num_heads"], i["num_kv_heads"], i["batch"], i["context"]))
     rows = [[_shape(i), i["cache_dtype"], str(i["batch"]), str(i["context"]), _num(i["median_s"] * 1e6, ".1f"),
              _num(i["gbps"], ".0f"), _num(i["pct_read_ceiling"], ".1f"), _x(i.get("speedup_vs_flex")),
              _x(i.get("speedup_vs_gather")), _x(i.get("speedup_vs_bf16")), i.get("timing", "")] for i in infos]
