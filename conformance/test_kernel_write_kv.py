@@ -7,8 +7,11 @@ writes nothing and every other slot is untouched.
 Exactness: unquantised rows and int8 values/scales must equal the oracle bit
 for bit (the kernel uses correctly rounded divisions and round-half-even, like
 torch). fp8 values may differ by one ulp: the oracle rounds float32 -> e4m3
-once; Triton lowers the cast through float16 on some GPUs (two roundings), which
-can land one ulp off at a tie. fp8 scales must still be exact.
+once (ties to even). On sm_90 Triton emits one cvt.rn.satfinite.e4m3x2.f32
+(checked by test_kernel_compile.py), so it matches exactly there; other GPUs /
+Triton versions convert through float16 (two roundings, one ulp off at a
+near-tie), and the interpreter path rounds in our own arithmetic. fp8 scales
+must still be exact.
 """
 from __future__ import annotations
 

@@ -16,9 +16,10 @@ from kernels.triton_compat import is_interpreting, round_half_even, to_fp8e4m3
 from kernels.validation import (QUANTIZED_DTYPES, QUERY_DTYPES, check_kv_cache, check_kv_scales,
                                 check_shape, check_tensor)
 
-_INT8_MAX = 127.0
-_FP8_MAX = 448.0
-_MIN_AMAX = 1e-6
+# Compiled Triton reads only constexpr globals inside @jit functions.
+_INT8_MAX = tl.constexpr(127.0)
+_FP8_MAX = tl.constexpr(448.0)
+_MIN_AMAX = tl.constexpr(1e-6)
 
 
 @triton.jit

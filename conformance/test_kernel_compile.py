@@ -1,0 +1,89 @@
+"""The decode and write_kv kernels compile for an H100 (sm_90) even on a CPU machine.
+
+The interpreter runs a kernel as Python, so it misses what only the compiler
+checks (non-constexpr globals, dot shapes, casts that have no lowering). This
+test compiles the compiled-mode variants (INTERPRET=False, native bf16 dots)
+to a cubin with Triton's bundled ptxas, in a subprocess without
+TRITON_INTERPRET, and checks the rounding instructions write_kv relies on.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+DIV16 = ("q_ptr", "cache_ptr", "scales_ptr", "tables_ptr", "lens_ptr", "out_ptr", "part_acc_ptr", "key_ptr",
+         "value_ptr", "slot_ptr", "stride_qb", "stride_qh", "stride_ob", "stride_oh", "stride_cb", "stride_ckv",
+         "stride_cs", "stride_ch", "stride_kt", "stride_kh", "stride_vt", "stride_vh")
+PTR = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32", "i8": "*i8", "fp8": "*fp8e4nv"}
+
+
+def _compile(fn, types: dict, consts: dict, num_warps: int = 4, num_stages: int = 2):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    sig = {n: "constexpr" if n in consts else types.get(n, "i32") for n in fn.arg_names}
+    attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in DIV16 if n in fn.arg_names}
+    return triton.compile(ASTSource(fn, sig, constexprs=consts, attrs=attrs), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=num_warps, num_stages=num_stages))
+
+
+def main() -> None:
+    import triton
+    from kernels.decode_kernels import decode_reduce_kernel, decode_split_kernel
+    from kernels.write_kv import _write_kv_kernel
+    for q, c, dim, group, quant, split in [("bf16", "bf16", 128, 4, False, False), ("bf16", "bf16", 64, 3, False, True),
+                                           ("fp16", "fp16", 80, 9, False, True), ("fp32", "fp32", 96, 16, False, False),
+                                           ("bf16", "i8", 128, 4, True, True), ("fp16", "fp8", 256, 2, True, False)]:
+        pad = max(16, triton.next_power_of_2(dim))
+        block_n = max(16, min(128, 16384 // (pad * (1 if quant else 4 if q == "fp32" else 2))))
+        part = "*fp32" if split else PTR[q]
+        _compile(decode_split_kernel,
+                 dict(q_ptr=PTR[q], cache_ptr=PTR[c], scales_ptr="*fp32" if quant else PTR[c], tables_ptr="*i32",
+                      lens_ptr="*i32", out_ptr=PTR[q], part_acc_ptr=part, part_m_ptr=part, part_l_ptr=part,
+                      qk_scale="fp32"),
+                 dict(GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=dim, HEAD_DIM_PAD=pad,
+                      BLOCK_SIZE=16, BLOCK_N=block_n, QUANT=quant, SPLIT=split, DOT_FP32=False,
+                      DOT_PRECISION="ieee" if q == "fp32" else "tf32", INTERPRET=False),
+                 num_warps=8 if block_n * pad > 8192 else 4)
+        _compile(decode_reduce_kernel, dict(out_ptr=PTR[q], part_acc_ptr="*fp32", part_m_ptr="*fp32",
+                                            part_l_ptr="*fp32", lens_ptr="*i32"),
+                 dict(HEAD_DIM=dim, HEAD_DIM_PAD=pad, SPLITS_PAD=8, INTERPRET=False))
+    for k, c, heads, dim in [("bf16", "bf16", 8, 128), ("fp32", "fp32", 3, 80), ("bf16", "i8", 8, 128),
+                             ("fp16", "fp8", 2, 256)]:
+        quant = c in ("i8", "fp8")
+        ptx = _compile(_write_kv_kernel,
+                       dict(key_ptr=PTR[k], value_ptr=PTR[k], cache_ptr=PTR[c],
+                            scales_ptr="*fp32" if quant else PTR[c], slot_ptr="*i64"),
+                       dict(NUM_KV_HEADS=heads, HEADS_PAD=triton.next_power_of_2(heads), HEAD_DIM=dim,
+                            HEAD_DIM_PAD=triton.next_power_of_2(dim), BLOCK_SIZE=16, QUANT=quant,
+                            IS_INT8=c == "i8", INTERPRET=False)).asm["ptx"]
+        if quant:   # correctly rounded divisions; int8 round-half-even; fp8 one direct rounding
+            assert "div.rn.f32" in ptx
+            assert ("cvt.rni.f32.f32" in ptx) if c == "i8" else ("cvt.rn.satfinite.e4m3x2.f32" in ptx)
+        else:
+            assert "ld.global.v4" in ptx and "st.global.v4" in ptx, "16-byte loads/stores expected"
+    print("compiled")
+
+
+def test_kernels_compile_for_sm90() -> None:
+    try:
+        from triton.backends.compiler import GPUTarget  # noqa: F401
+        from triton.compiler import ASTSource  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"this triton has no ASTSource/GPUTarget: {e}")
+    import triton
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
+        pytest.skip("triton's bundled ptxas is missing")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    run = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, cwd=root, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0 and "compiled" in run.stdout, run.stderr[-4000:]
+
+
+if __name__ == "__main__":
+    main()
