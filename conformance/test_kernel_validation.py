@@ -60,7 +60,8 @@ def test_valid_arguments_pass() -> None:
     (lambda a: a.update(kv_scales=torch.ones(3)), "kv_scales given"),
     (lambda a: a.update(out=torch.empty(2, 4, 64, device=DEV)), "out dtype"),
     (lambda a: a.update(out=torch.empty(2, 4, 32, device=DEV).half()), "out has shape"),
-    (lambda a: a.update(num_splits=0), "num_splits must be >= 1"),
+    (lambda a: a.update(num_splits=0), "num_splits must be in 1..65535"),
+    (lambda a: a.update(num_splits=70000), "num_splits must be in 1..65535"),
     (lambda a: a.update(block_n=24), "block_n must be a power of two"),
     (lambda a: a.update(max_context_len=4), "max_context_len 4 is shorter"),
 ])

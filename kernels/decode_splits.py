@@ -18,6 +18,7 @@ MAX_BLOCK_N = 128
 MIN_SPLIT_TOKENS = 128       # below this a split costs more in launch/reduce than it saves
 MAX_SPLITS = 64
 WAVES = 4                    # target programs per SM when splitting
+MAX_GRID_Z = 65535           # CUDA limit of the grid's third dimension (the splits)
 INTERPRETER_SPLITS = 2       # exercises the split + reduce path on CPU without many programs
 
 
@@ -72,8 +73,8 @@ def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_
         num_stages = 2
     ctx = max(1, max_context_len)
     if num_splits is not None:
-        if num_splits < 1:
-            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        if not 1 <= num_splits <= MAX_GRID_Z:
+            raise ValueError(f"num_splits must be in 1..{MAX_GRID_Z} (a CUDA grid dimension), got {num_splits}")
         return DecodeConfig(block_n, num_warps, num_stages, num_splits, triton.cdiv(ctx, num_splits))
     sms = None if is_interpreting() else sm_count(device)
     splits = auto_splits(num_seqs * num_kv_heads, ctx, sms)
