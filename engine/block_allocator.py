@@ -52,6 +52,16 @@ class BlockAllocator:
                              f"(ref count {self._refs[block]})")
         self._refs[block] = 1
 
+    def acquire(self, block: int) -> bool:
+        """One more reference to a held or parked block; True if it was parked."""
+        refs = self._refs[block]
+        self._refs[block] = refs + 1
+        return refs == 0
+
+    def count_held(self, blocks: list[int]) -> int:
+        refs = self._refs
+        return sum(1 for b in blocks if refs[b])
+
     def incref(self, block: int) -> None:
         if self._refs[block] <= 0:
             raise ValueError(f"incref: {self.device} block {block} is not held")

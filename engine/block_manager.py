@@ -25,7 +25,9 @@ from typing import Optional
 
 from engine.block_allocator import BlockAllocator, NoFreeBlocksError
 from engine.block_table import BlockTable, UnknownSequenceError
+from engine.gpu_pool import GpuPool
 from engine.prefix_cache import HashFn, PrefixCache, default_block_hash
+from engine.prefix_chain import PrefixChains
 from engine.sequence import Sequence
 from engine.swap_links import SwapLinks
 
@@ -59,10 +61,11 @@ class BlockManager:
         self.num_total_cpu_blocks = num_cpu_blocks
         self.enable_prefix_caching = enable_prefix_caching
         self.watermark_blocks = int(watermark * num_gpu_blocks)
-        self._gpu = BlockAllocator(num_gpu_blocks, "gpu")
-        self._cpu = BlockAllocator(num_cpu_blocks, "cpu")
         self._cache: Optional[PrefixCache] = (
             PrefixCache(hash_fn) if enable_prefix_caching else None)
+        self._gpu = GpuPool(num_gpu_blocks, self._cache, self._forget_gpu_copies)
+        self._cpu = BlockAllocator(num_cpu_blocks, "cpu")
+        self._prefix = PrefixChains(self._cache, block_size)
         self._tables: dict[int, BlockTable] = {}
         self._out = SwapLinks()   # gpu block -> its cpu copy
         self._in = SwapLinks()    # cpu block -> its gpu copy
@@ -71,8 +74,7 @@ class BlockManager:
     @property
     def num_free_gpu_blocks(self) -> int:
         """Pool blocks plus cached blocks that no sequence holds (evictable)."""
-        cache = self._cache
-        return self._gpu.num_free + (cache.num_evictable if cache else 0)
+        return self._gpu.num_free
 
     @property
     def num_free_cpu_blocks(self) -> int:
@@ -100,10 +102,12 @@ class BlockManager:
         table = self._tables.get(seq.seq_id)
         if table is not None:
             return table.num_cached_tokens
-        return len(self._lookup(seq.token_ids)[1]) * self.block_size
+        return len(self._prefix.lookup(seq)[1]) * self.block_size
 
     def ref_count(self, block: int, device: str = "gpu") -> int:
-        return self._allocator(device).ref_count(block)
+        if device not in ("gpu", "cpu"):
+            raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
+        return (self._gpu if device == "gpu" else self._cpu).ref_count(block)
 
     def cache_entries(self) -> list[tuple[int, int, tuple, int]]:
         """(block, hash, token ids, depth) of every prefix-cache entry."""
@@ -122,8 +126,7 @@ class BlockManager:
         if self.num_total_gpu_blocks - needed < self.watermark_blocks:
             return AllocStatus.NEVER
         # Hits on held blocks cost nothing; hits on evictable ones use a free block.
-        gpu = self._gpu
-        held_hits = sum(1 for e in self._lookup(tokens)[1] if gpu.ref_count(e.block))
+        held_hits = self._gpu.count_held([e.block for e in self._prefix.lookup(seq)[1]])
         if self.num_free_gpu_blocks - (needed - held_hits) >= self.watermark_blocks:
             return AllocStatus.OK
         return AllocStatus.LATER
@@ -134,29 +137,22 @@ class BlockManager:
         if seq.seq_id in self._tables:
             raise ValueError(f"allocate: sequence {seq.seq_id} already has a block table")
         tokens = seq.token_ids
-        hashes, hits = self._lookup(tokens)
-        gpu, cache = self._gpu, self._cache
+        hashes, hits = self._prefix.lookup(seq)
+        gpu = self._gpu
         fresh = _cdiv(len(tokens), self.block_size) - len(hits)
-        parked_hits = sum(1 for e in hits if not gpu.ref_count(e.block))
-        available = self.num_free_gpu_blocks - parked_hits
+        hit_blocks = [e.block for e in hits]
+        available = self.num_free_gpu_blocks - (len(hits) - gpu.count_held(hit_blocks))
         if fresh > available:
             raise NoFreeBlocksError("gpu", fresh, available)
-        blocks = []
-        for entry in hits:
-            block = entry.block
-            if gpu.ref_count(block):
-                gpu.incref(block)
-            else:
-                cache.unpark(block)
-                gpu.claim(block)
-            blocks.append(block)
+        for block in hit_blocks:
+            gpu.acquire(block)
+        blocks = hit_blocks
         for _ in range(fresh):
-            blocks.append(self._alloc_gpu())
+            blocks.append(gpu.allocate())
         table = BlockTable(blocks, len(tokens), True, hashes, len(hits),
                            len(hits) * self.block_size)
         self._tables[seq.seq_id] = table
-        if cache is not None:
-            self._extend_chain(table, tokens)
+        self._prefix.extend(table, tokens)
 
     # ---- append / copy-on-write ------------------------------------------------
     def _append_cost(self, table: BlockTable, num_tokens: int) -> tuple[int, bool]:
@@ -189,21 +185,17 @@ class BlockManager:
         copies: list[tuple[int, int]] = []
         if cow:
             src = blocks[-1]
-            dst = self._alloc_gpu()
-            self._gpu.decref(src)          # others still hold it
+            dst = self._gpu.allocate()
+            self._gpu.drop(src)            # others still hold it
             blocks[-1] = dst
             copies.append((src, dst))
         elif table.num_tokens % self.block_size and num_tokens > table.num_tokens:
-            last = blocks[-1]              # written in place: old copies go stale
-            if self._out:
-                self._out.forget_src(last)
-            if self._in:
-                self._in.forget_dst(last)
+            self._forget_gpu_copies(blocks[-1])   # written in place
         for _ in range(new_blocks):
-            blocks.append(self._alloc_gpu())
+            blocks.append(self._gpu.allocate())
         table.num_tokens = num_tokens
         if self._cache is not None and table.chain_open:
-            self._extend_chain(table, tokens)
+            self._prefix.extend(table, tokens)
         return copies
 
     # ---- fork / free --------------------------------------------------------
@@ -213,7 +205,7 @@ class BlockManager:
         table = self._table(parent)
         if child.seq_id in self._tables:
             raise ValueError(f"fork: child sequence {child.seq_id} already has a block table")
-        alloc = self._allocator("gpu" if table.on_gpu else "cpu")
+        alloc = self._gpu if table.on_gpu else self._cpu
         for block in table.blocks:
             alloc.incref(block)
         self._tables[child.seq_id] = table.copy()
@@ -224,40 +216,28 @@ class BlockManager:
         if table is None:
             return
         # Deepest first, so that chains are evicted from their tails.
-        if table.on_gpu:
-            for block in reversed(table.blocks):
-                self._decref_gpu(block)
-        else:
-            for block in reversed(table.blocks):
-                if self._cpu.decref(block) == 0:
-                    self._release_cpu(block)
+        drop = self._gpu.drop if table.on_gpu else self._drop_cpu
+        for block in reversed(table.blocks):
+            drop(block)
 
     # ---- swap -------------------------------------------------------------------
     def can_swap_out(self, seq: Sequence) -> bool:
         table = self._gpu_table(seq, "can_swap_out")
-        return self._swap_cost(table.blocks, self._out) <= self._cpu.num_free
+        return self._out.cost(table.blocks) <= self._cpu.num_free
 
     def swap_out(self, seq: Sequence) -> dict[int, int]:
         """Move the sequence to the CPU; returns {gpu block: cpu block} to copy."""
         table = self._gpu_table(seq, "swap_out")
-        needed = self._swap_cost(table.blocks, self._out)
+        needed = self._out.cost(table.blocks)
         if needed > self._cpu.num_free:
             raise NoFreeBlocksError("cpu", needed, self._cpu.num_free)
-        cpu_blocks, mapping = self._copy_blocks(table.blocks, self._out, self._cpu,
-                                                self._cpu.allocate)
-        for gpu_block, cpu_block in zip(reversed(table.blocks), reversed(cpu_blocks)):
-            if self._gpu.decref(gpu_block) == 0:
-                self._release_gpu(gpu_block)
-            else:
-                self._out.link(gpu_block, cpu_block)
-        table.move(cpu_blocks, on_gpu=False)
-        return mapping
+        return self._move(table, to_gpu=False)
 
     def can_swap_in(self, seq: Sequence) -> bool:
         table = self._table(seq)
         if table.on_gpu:
             raise ValueError(f"can_swap_in: sequence {seq.seq_id} is not swapped out")
-        needed = self._swap_cost(table.blocks, self._in)
+        needed = self._in.cost(table.blocks)
         return self.num_free_gpu_blocks - needed >= self.watermark_blocks
 
     def swap_in(self, seq: Sequence) -> dict[int, int]:
@@ -265,19 +245,24 @@ class BlockManager:
         table = self._table(seq)
         if table.on_gpu:
             raise ValueError(f"swap_in: sequence {seq.seq_id} is not swapped out")
-        needed = self._swap_cost(table.blocks, self._in)
+        needed = self._in.cost(table.blocks)
         if needed > self.num_free_gpu_blocks:
             raise NoFreeBlocksError("gpu", needed, self.num_free_gpu_blocks)
-        gpu_blocks, mapping = self._copy_blocks(table.blocks, self._in, self._gpu,
-                                                self._alloc_gpu)
-        for cpu_block, gpu_block in zip(reversed(table.blocks), reversed(gpu_blocks)):
-            if self._cpu.decref(cpu_block) == 0:
-                self._release_cpu(cpu_block)
-            else:
-                self._in.link(cpu_block, gpu_block)
-        table.move(gpu_blocks, on_gpu=True)
-        if self._cache is not None:
-            self._extend_chain(table, seq.token_ids)
+        mapping = self._move(table, to_gpu=True)
+        self._prefix.extend(table, seq.token_ids)
+        return mapping
+
+    def _move(self, table: BlockTable, to_gpu: bool) -> dict[int, int]:
+        """Swap a whole table; a copy another holder already made is shared."""
+        if to_gpu:
+            links, dst_alloc, drop = self._in, self._gpu, self._drop_cpu
+        else:
+            links, dst_alloc, drop = self._out, self._cpu, self._gpu.drop
+        dst_blocks, mapping = links.targets(table.blocks, dst_alloc)
+        for src, dst in zip(reversed(table.blocks), reversed(dst_blocks)):
+            if drop(src):                  # deepest first, as in free
+                links.link(src, dst)       # other holders may reuse this copy
+        table.move(dst_blocks, on_gpu=to_gpu)
         return mapping
 
     # ---- internals -----------------------------------------------------------
@@ -293,98 +278,18 @@ class BlockManager:
             raise ValueError(f"{what}: sequence {seq.seq_id} is swapped out (on the CPU)")
         return table
 
-    def _allocator(self, device: str) -> BlockAllocator:
-        if device == "gpu":
-            return self._gpu
-        if device == "cpu":
-            return self._cpu
-        raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
+    def _forget_gpu_copies(self, block: int) -> None:
+        """The GPU block is released or rewritten: copies of it, or that it
+        holds, are no longer interchangeable with it."""
+        if self._out:
+            self._out.forget_src(block)
+        if self._in:
+            self._in.forget_dst(block)
 
-    def _alloc_gpu(self) -> int:
-        """A pool block if there is one, else the LRU evictable cached block."""
-        if self._gpu.num_free:
-            return self._gpu.allocate()
-        cache = self._cache
-        if cache is None or not cache.num_evictable:
-            raise NoFreeBlocksError("gpu", 1, 0)
-        block = cache.evict()
-        self._gpu.claim(block)
-        return block
-
-    def _decref_gpu(self, block: int) -> None:
-        if self._gpu.decref(block) == 0:
-            self._release_gpu(block)
-
-    def _release_gpu(self, block: int) -> None:
-        self._out.forget_src(block)
-        self._in.forget_dst(block)
-        cache = self._cache
-        if cache is not None and cache.entry_of(block) is not None:
-            cache.park(block)
-        else:
-            self._gpu.release(block)
-
-    def _release_cpu(self, block: int) -> None:
-        self._out.forget_dst(block)
-        self._in.forget_src(block)
-        self._cpu.release(block)
-
-    @staticmethod
-    def _swap_cost(blocks: list[int], links: SwapLinks) -> int:
-        return sum(1 for b in blocks if links.get(b) is None)
-
-    @staticmethod
-    def _copy_blocks(blocks, links, dst_alloc, alloc_fn):
-        """Destination blocks for a swap: a linked copy is shared (incref), the
-        rest are allocated and returned in the copy mapping."""
-        dst_blocks, mapping = [], {}
-        for src in blocks:
-            dst = links.get(src)
-            if dst is None:
-                dst = alloc_fn()
-                mapping[src] = dst
-            else:
-                dst_alloc.incref(dst)
-            dst_blocks.append(dst)
-        return dst_blocks, mapping
-
-    def _lookup(self, tokens: list[int]):
-        """(chained hashes computed, cache entries hit) for a prompt. Hits stop
-        at the first miss and never include the block of the last token."""
-        cache = self._cache
-        if cache is None:
-            return [], []
-        bs = self.block_size
-        max_hits = (len(tokens) - 1) // bs
-        hash_fn, lookup = cache.hash_fn, cache.lookup
-        hashes, hits = [], []
-        parent_hash = parent_serial = None
-        for j in range(max_hits):
-            chunk = tuple(tokens[j * bs:(j + 1) * bs])
-            parent_hash = hash_fn(parent_hash, chunk)
-            hashes.append(parent_hash)
-            entry = lookup(parent_hash, chunk, parent_serial)
-            if entry is None:
-                break
-            hits.append(entry)
-            parent_serial = entry.serial
-        return hashes, hits
-
-    def _extend_chain(self, table: BlockTable, tokens: list[int]) -> None:
-        """Register the table's newly full blocks, each on top of its parent."""
-        cache, bs = self._cache, self.block_size
-        full = table.num_tokens // bs
-        hashes, blocks = table.hashes, table.blocks
-        while table.chain_open and table.num_chained < full:
-            j = table.num_chained
-            chunk = tuple(tokens[j * bs:(j + 1) * bs])
-            if j < len(hashes):
-                block_hash = hashes[j]
-            else:
-                block_hash = cache.hash_fn(hashes[j - 1] if j else None, chunk)
-                hashes.append(block_hash)
-            parent = cache.entry_of(blocks[j - 1]).serial if j else None
-            if cache.register(block_hash, chunk, blocks[j], (j + 1) * bs, parent) is None:
-                table.chain_open = False
-            else:
-                table.num_chained = j + 1
+    def _drop_cpu(self, block: int) -> int:
+        refs = self._cpu.decref(block)
+        if refs == 0:
+            self._out.forget_dst(block)
+            self._in.forget_src(block)
+            self._cpu.release(block)
+        return refs

@@ -66,6 +66,18 @@ class PrefixCache:
             return None
         return entry
 
+    def match(self, chunks: list[tuple], hashes: list[int]) -> list[CacheEntry]:
+        """Entries for the leading blocks of a chain, up to the first miss."""
+        by_hash, hits, parent_serial = self._by_hash, [], None
+        for chunk, block_hash in zip(chunks, hashes):
+            entry = by_hash.get(block_hash)
+            if (entry is None or entry.parent_serial != parent_serial
+                    or entry.tokens != chunk):
+                break
+            hits.append(entry)
+            parent_serial = entry.serial
+        return hits
+
     def entry_of(self, block: int) -> Optional[CacheEntry]:
         return self._by_block.get(block)
 

@@ -23,6 +23,25 @@ class SwapLinks:
     def get(self, src: int) -> Optional[int]:
         return self._fwd.get(src)
 
+    def cost(self, blocks: list[int]) -> int:
+        """Blocks a swap of `blocks` must allocate (those without a copy)."""
+        fwd = self._fwd
+        return sum(1 for b in blocks if b not in fwd)
+
+    def targets(self, blocks: list[int], dst_alloc) -> tuple[list[int], dict[int, int]]:
+        """Destination of each block: an existing copy gets one more reference
+        (dst_alloc.incref); the others are allocated (dst_alloc.allocate) and
+        listed to be copied."""
+        dst_blocks, mapping = [], {}
+        for src in blocks:
+            dst = self._fwd.get(src)
+            if dst is None:
+                dst = mapping[src] = dst_alloc.allocate()
+            else:
+                dst_alloc.incref(dst)
+            dst_blocks.append(dst)
+        return dst_blocks, mapping
+
     def link(self, src: int, dst: int) -> None:
         old = self._fwd.get(src)
         if old is not None and old != dst:

@@ -1,0 +1,336 @@
+"""Worked examples for the block manager (vLLM's cases and the issue's numbers)."""
+from __future__ import annotations
+
+import pytest
+
+from engine.block_manager import (AllocStatus, BlockManager, NoFreeBlocksError,
+                                  UnknownSequenceError)
+from engine.sequence import Sequence
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def seq(seq_id: int, n: int, start: int = 0) -> Sequence:
+    return Sequence(seq_id, list(range(start, start + n)))
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 40])
+def test_free_then_allocate_gives_the_same_blocks_100_times_without_caching(n):
+    bm = BlockManager(16, 8, 8, enable_prefix_caching=False)
+    first = None
+    for i in range(100):
+        s = seq(i, n, start=1000 * i)        # different prompts each time
+        bm.allocate(s)
+        table = bm.get_block_table(s)
+        first = first or table
+        assert table == first and len(table) == cdiv(n, 16)
+        bm.free(s)
+        assert bm.num_free_gpu_blocks == 8
+
+
+@pytest.mark.parametrize("n", [5, 16, 33, 48])
+def test_free_then_allocate_same_prompt_is_stable_with_caching(n):
+    # From the second round on the same prompt maps to the same blocks (the
+    # cached prefix plus the pool block that computes the last token).
+    bm = BlockManager(16, 8, 8, enable_prefix_caching=True)
+    tables, cached = [], []
+    for i in range(100):
+        s = seq(i, n)
+        bm.allocate(s)
+        tables.append(bm.get_block_table(s))
+        cached.append(bm.get_num_cached_tokens(s))
+        bm.free(s)
+    assert all(t == tables[1] for t in tables[1:])
+    assert cached[0] == 0 and set(cached[1:]) == {(n - 1) // 16 * 16}
+    assert bm.num_free_gpu_blocks == 8
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 31, 32])
+@pytest.mark.parametrize("k", [1, 2, 15, 16, 17, 40])
+def test_append_allocates_exactly_the_blocks_crossing_needs(n, k):
+    bm = BlockManager(16, 16, 4, enable_prefix_caching=False)
+    s = seq(0, n)
+    bm.allocate(s)
+    free_before = bm.num_free_gpu_blocks
+    for t in range(k):
+        s.append_token_id(7 + t)
+    assert bm.can_append_slots(s)
+    assert bm.append_slots(s) == []
+    want = cdiv(n + k, 16) - cdiv(n, 16)
+    assert free_before - bm.num_free_gpu_blocks == want
+    assert len(bm.get_block_table(s)) == cdiv(n + k, 16)
+
+
+def test_append_with_no_new_tokens_is_a_no_op():
+    bm = BlockManager(4, 4, 0)
+    s = seq(0, 6)
+    bm.allocate(s)
+    assert bm.append_slots(s) == [] and bm.get_block_table(s) == [0, 1]
+
+
+@pytest.mark.parametrize("n", [3, 16, 17, 40])
+def test_fork_allocates_nothing_and_shares_every_block(n):
+    bm = BlockManager(16, 8, 8)
+    parent = seq(0, n)
+    bm.allocate(parent)
+    free = bm.num_free_gpu_blocks
+    child = parent.fork(1)
+    bm.fork(parent, child)
+    assert bm.num_free_gpu_blocks == free
+    assert bm.get_block_table(child) == bm.get_block_table(parent)
+    assert all(bm.ref_count(b) == 2 for b in bm.get_block_table(parent))
+
+
+def test_copy_on_write_only_when_the_shared_last_block_is_partial():
+    bm = BlockManager(16, 8, 8, enable_prefix_caching=False)
+    full = seq(0, 32)                     # last block full: new tokens go to a new block
+    bm.allocate(full)
+    twin = full.fork(1)
+    bm.fork(full, twin)
+    twin.append_token_id(5)
+    assert bm.append_slots(twin) == []
+    assert bm.get_block_table(twin)[:2] == bm.get_block_table(full)
+
+    part = seq(2, 17)                     # last block partial and shared: copy it
+    bm.allocate(part)
+    kid = part.fork(3)
+    bm.fork(part, kid)
+    src = bm.get_block_table(part)[-1]
+    kid.append_token_id(5)
+    copies = bm.append_slots(kid)
+    dst = bm.get_block_table(kid)[-1]
+    assert copies == [(src, dst)] and src != dst
+    assert bm.get_block_table(kid)[0] == bm.get_block_table(part)[0]
+    assert bm.ref_count(src) == 1 and bm.ref_count(dst) == 1
+    part.append_token_id(6)               # now the parent owns src alone: no copy
+    assert bm.append_slots(part) == [] and bm.get_block_table(part)[-1] == src
+
+
+def test_copy_on_write_needs_a_free_block():
+    bm = BlockManager(4, 2, 0, enable_prefix_caching=False)
+    p = seq(0, 5)                         # 2 blocks, the pool is empty
+    bm.allocate(p)
+    c = p.fork(1)
+    bm.fork(p, c)
+    c.append_token_id(9)
+    assert not bm.can_append_slots(c)
+    with pytest.raises(NoFreeBlocksError):
+        bm.append_slots(c)
+    assert bm.get_block_table(c) == bm.get_block_table(p) == [0, 1]
+
+
+@pytest.mark.parametrize("n, cached", [(48, 32), (50, 48), (16, 0), (17, 16), (1, 0)])
+def test_cached_tokens_leave_the_last_token_to_compute(n, cached):
+    bm = BlockManager(16, 64, 64)
+    first = seq(0, n)
+    bm.allocate(first)
+    again = seq(1, n)
+    assert bm.get_num_cached_tokens(again) == cached      # before allocate: a lookup
+    assert bm.can_allocate(again) is AllocStatus.OK
+    bm.allocate(again)
+    assert bm.get_num_cached_tokens(again) == cached
+    shared = cached // 16
+    assert bm.get_block_table(again)[:shared] == bm.get_block_table(first)[:shared]
+    assert set(bm.get_block_table(again)[shared:]).isdisjoint(bm.get_block_table(first))
+
+
+def test_cached_blocks_survive_free_and_count_as_free():
+    bm = BlockManager(16, 8, 0)
+    bm.allocate(first := seq(0, 50))
+    table = bm.get_block_table(first)
+    bm.free(first)
+    assert bm.num_free_gpu_blocks == 8
+    assert sorted(bm.evictable_blocks()) == table[:3]
+    bm.allocate(again := seq(1, 50))
+    assert bm.get_block_table(again)[:3] == table[:3]
+    assert bm.get_num_cached_tokens(again) == 48
+
+
+def test_lru_eviction_oldest_first_and_deepest_first_among_ties():
+    bm = BlockManager(2, 6, 0)
+    a, b = Sequence(0, [1, 1, 2, 2, 9]), Sequence(1, [3, 3, 4, 4, 9])
+    bm.allocate(a)
+    bm.allocate(b)
+    ta, tb = bm.get_block_table(a), bm.get_block_table(b)
+    bm.free(a)                            # released first: evicted first
+    bm.free(b)
+    assert bm.evictable_blocks() == [ta[1], ta[0], tb[1], tb[0]]
+    big = Sequence(2, [7] * 11)           # 6 blocks: 2 pool blocks, then 4 evictions
+    bm.allocate(big)
+    table = bm.get_block_table(big)
+    assert sorted(table[:2]) == sorted([ta[2], tb[2]])
+    assert table[2:] == [ta[1], ta[0], tb[1], tb[0]]
+    assert bm.get_num_cached_tokens(Sequence(3, [1, 1, 2, 2, 9])) == 0
+
+
+def test_lru_eviction_takes_the_pool_first_then_the_tail_of_the_oldest_chain():
+    bm = BlockManager(2, 6, 0)
+    a, b = Sequence(0, [1, 1, 2, 2, 9]), Sequence(1, [3, 3, 4, 4, 9])
+    bm.allocate(a)
+    bm.allocate(b)
+    a_full = bm.get_block_table(a)[:2]
+    bm.free(a)
+    bm.free(b)
+    bm.allocate(Sequence(2, [7] * 5))     # 3 blocks: the 2 pool blocks, then a's tail
+    assert a_full[1] not in bm.evictable_blocks()
+    assert bm.evictable_blocks()[0] == a_full[0]
+    c = Sequence(3, [1, 1, 2, 2, 9])      # a's head is still a hit
+    assert bm.get_num_cached_tokens(c) == 2
+
+
+def test_duplicate_full_block_stays_private():
+    # Two sequences fill identical blocks independently: the first is cached,
+    # the second keeps its own block (its table never changes under it).
+    bm = BlockManager(4, 8, 0)
+    a, b = Sequence(0, [1, 2, 3]), Sequence(1, [1, 2, 3])
+    bm.allocate(a)
+    bm.allocate(b)
+    for s in (a, b):
+        s.append_token_id(4)
+        bm.append_slots(s)
+    ta, tb = bm.get_block_table(a), bm.get_block_table(b)
+    assert ta != tb
+    assert [e[0] for e in bm.cache_entries()] == ta
+    bm.free(b)
+    assert bm.evictable_blocks() == []    # b's duplicate went back to the pool
+
+
+def test_never_when_the_prompt_exceeds_the_gpu():
+    bm = BlockManager(16, 4, 4, watermark=0.0)
+    assert bm.can_allocate(seq(0, 64)) is AllocStatus.OK
+    assert bm.can_allocate(seq(0, 65)) is AllocStatus.NEVER
+    bm_wm = BlockManager(16, 10, 4, watermark=0.2)       # 2 watermark blocks
+    assert bm_wm.can_allocate(seq(0, 128)) is AllocStatus.OK
+    assert bm_wm.can_allocate(seq(0, 129)) is AllocStatus.NEVER
+
+
+def test_later_when_busy_and_ok_again_after_free():
+    bm = BlockManager(16, 4, 4, watermark=0.0)
+    big = seq(0, 48)
+    bm.allocate(big)
+    assert bm.can_allocate(seq(1, 17, start=500)) is AllocStatus.LATER
+    bm.free(big)
+    assert bm.can_allocate(seq(1, 17, start=500)) is AllocStatus.OK
+
+
+def test_no_free_blocks_error_names_the_shortfall_and_changes_nothing():
+    bm = BlockManager(16, 4, 4, enable_prefix_caching=False)
+    bm.allocate(s0 := seq(0, 40))
+    with pytest.raises(NoFreeBlocksError, match=r"no free GPU blocks: need 2, 1 free"):
+        bm.allocate(seq(1, 20, start=100))
+    assert bm.num_free_gpu_blocks == 1 and not bm.has_seq(seq(1, 1))
+    assert bm.get_block_table(s0) == [0, 1, 2]
+
+
+def test_swap_round_trip_conserves_counts_and_maps_shared_blocks_once():
+    bm = BlockManager(4, 16, 16)
+    parent = seq(0, 10)
+    bm.allocate(parent)
+    child = parent.fork(1)
+    bm.fork(parent, child)
+    child.append_token_id(99)
+    bm.append_slots(child)                # child now owns a copy of the last block
+    tp, tc = bm.get_block_table(parent), bm.get_block_table(child)
+    assert tp[:2] == tc[:2] and tp[2] != tc[2]
+    out_p = bm.swap_out(parent)
+    out_c = bm.swap_out(child)
+    assert list(out_p) == tp and list(out_c) == [tc[2]]     # shared blocks map once
+    assert bm.num_free_cpu_blocks == 16 - 4 and bm.num_free_gpu_blocks == 16
+    cp, cc = bm.get_block_table(parent), bm.get_block_table(child)
+    assert cp[:2] == cc[:2] and list(out_p.values()) == cp and out_c == {tc[2]: cc[2]}
+    assert [bm.ref_count(b, "cpu") for b in cc] == [2, 2, 1]
+    in_p = bm.swap_in(parent)
+    in_c = bm.swap_in(child)
+    assert list(in_p) == cp and list(in_c) == [cc[2]]
+    assert bm.num_free_cpu_blocks == 16 and bm.num_free_gpu_blocks == 16 - 4
+    gp, gc = bm.get_block_table(parent), bm.get_block_table(child)
+    assert gp[:2] == gc[:2] and [bm.ref_count(b) for b in gc] == [2, 2, 1]
+    for s in (parent, child):
+        bm.free(s)
+    assert bm.num_free_gpu_blocks == 16 and bm.num_free_cpu_blocks == 16
+
+
+def test_a_block_written_after_its_swap_copy_is_copied_again():
+    # parent swaps out; the child then writes the still-shared last block in
+    # place, so the parent's CPU copy is stale for the child: copy it again.
+    bm = BlockManager(4, 16, 16, enable_prefix_caching=False)
+    parent = seq(0, 6)
+    bm.allocate(parent)
+    child = parent.fork(1)
+    bm.fork(parent, child)
+    out_p = bm.swap_out(parent)
+    child.append_token_id(5)
+    assert bm.append_slots(child) == []   # child alone holds the block now
+    out_c = bm.swap_out(child)
+    assert list(out_c) == [list(out_p)[1]]         # g0 linked, g1 copied again
+    assert bm.get_block_table(child)[0] == bm.get_block_table(parent)[0]
+    assert bm.get_block_table(child)[1] != bm.get_block_table(parent)[1]
+
+
+def test_swap_mappings_cover_the_table_in_order():
+    bm = BlockManager(4, 8, 8, enable_prefix_caching=False)
+    s = seq(0, 13)
+    bm.allocate(s)
+    gpu_table = bm.get_block_table(s)
+    out = bm.swap_out(s)
+    assert list(out) == gpu_table and list(out.values()) == bm.get_block_table(s)
+    cpu_table = bm.get_block_table(s)
+    back = bm.swap_in(s)
+    assert list(back) == cpu_table and list(back.values()) == bm.get_block_table(s)
+
+
+def test_can_swap_in_respects_the_watermark_and_can_swap_out_the_cpu():
+    bm = BlockManager(4, 10, 2, enable_prefix_caching=False, watermark=0.2)
+    s = seq(0, 8)                         # 2 blocks
+    bm.allocate(s)
+    bm.swap_out(s)
+    hog = seq(1, 24, start=100)           # 6 blocks: 4 free, 2 needed, 2 watermark
+    bm.allocate(hog)
+    assert bm.can_swap_in(s)
+    hog.append_token_id(0)
+    bm.append_slots(hog)                  # 3 free: 3 - 2 < 2
+    assert not bm.can_swap_in(s)
+    other = seq(2, 12, start=200)
+    bm.allocate(other)
+    assert not bm.can_swap_out(other)     # 3 blocks, the CPU has 0 free
+    with pytest.raises(NoFreeBlocksError, match="CPU"):
+        bm.swap_out(other)
+
+
+def test_unknown_sequences():
+    bm = BlockManager(4, 4, 4)
+    ghost = seq(7, 3)
+    assert not bm.has_seq(ghost)
+    bm.free(ghost)                        # no-op by design (abort paths free twice)
+    for call in (bm.get_block_table, bm.append_slots, bm.can_append_slots,
+                 bm.swap_out, bm.swap_in, bm.is_on_gpu):
+        with pytest.raises(UnknownSequenceError, match="sequence 7"):
+            call(ghost)
+    with pytest.raises(ValueError, match="sequence 7"):
+        bm.fork(ghost, seq(8, 3))
+
+
+def test_misuse_is_a_value_error():
+    bm = BlockManager(4, 4, 4)
+    s = seq(0, 5)
+    bm.allocate(s)
+    with pytest.raises(ValueError, match="already has a block table"):
+        bm.allocate(s)
+    with pytest.raises(ValueError, match="child sequence 0"):
+        bm.fork(s, s)
+    with pytest.raises(ValueError, match="not swapped out"):
+        bm.swap_in(s)
+    bm.swap_out(s)
+    with pytest.raises(ValueError, match="swapped out"):
+        bm.append_slots(s)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(block_size=0), "block_size"), (dict(num_gpu_blocks=0), "num_gpu_blocks"),
+    (dict(num_cpu_blocks=-1), "num_cpu_blocks"), (dict(watermark=1.0), "watermark"),
+    (dict(hash_fn=3), "hash_fn")])
+def test_bad_constructor_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        BlockManager(**kwargs)
