@@ -34,18 +34,25 @@ from reference.attention import paged_decode as oracle_paged_decode
 class SizePlan:
     device: str
     max_seqs: int          # sequences per batch
-    long_context: int      # "long" contexts drawn up to this
-    max_examples: int      # Hypothesis examples for the random decode test
+    long_context: int      # the first `long_seqs` sequences of a batch draw contexts up to this
+    long_seqs: int
+    short_context: int     # the others up to this (keeps the oracle's per-token loop affordable)
+    decode_examples: int   # Hypothesis examples of the random decode test
+    write_examples: int
+    write_max_tokens: int
 
 
 def size_plan() -> SizePlan:
-    """CPU: the interpreter costs ~1 ms per tile op, so a few short sequences.
-    GPU: batches up to 64 and contexts past 4096 (the oracle, a Python loop per
-    token, is then the slow part)."""
+    """CPU: the interpreter pays ~1 ms per tile op, so a few sequences of <= 130 tokens.
+    GPU: batches up to 64 and contexts past 4096. There the float64 oracle (a
+    Python loop per token, ~30-80 us/token) and Triton compiles (~1 s per new
+    shape) set the cost, so only two sequences per batch are long and the example
+    counts are modest: the GPU suite gives all kernel tests ~140 s."""
     if torch.cuda.is_available():
-        return SizePlan("cuda", max_seqs=64, long_context=4200, max_examples=40)
-    return SizePlan("cpu", max_seqs=4, long_context=130, max_examples=30)
-
+        return SizePlan("cuda", max_seqs=64, long_context=4200, long_seqs=2, short_context=300,
+                        decode_examples=20, write_examples=30, write_max_tokens=1024)
+    return SizePlan("cpu", max_seqs=4, long_context=130, long_seqs=4, short_context=130,
+                    decode_examples=30, write_examples=30, write_max_tokens=40)
 
 
 @dataclass(frozen=True)

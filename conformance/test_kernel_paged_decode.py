@@ -8,6 +8,8 @@ Tolerances: the table in conformance/kernel_support.py. Sizes: size_plan()
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 
 from conformance.kernel_support import (assert_close, oracle_decode, poisoned_like, quantised_vs_bf16_rel,
                                         size_plan, tolerance)
-from conformance.paged_cases import make_paged_kv, rel_error
+from conformance.paged_cases import PagedKV, make_paged_kv, rel_error
 from kernels import paged_decode
 from kernels.decode_splits import auto_splits, choose_decode_config
 
@@ -31,30 +33,48 @@ def cache_dtype(kind: str, query_dtype: torch.dtype) -> torch.dtype:
     return {"auto": query_dtype, "int8": torch.int8, "fp8": torch.float8_e4m3fn}[kind]
 
 
-def run_decode(seed: int, ctx: list[int], block_size: int, head_dim: int, num_heads: int, num_kv_heads: int,
-               query_dtype: torch.dtype, kind: str, num_splits: int | None = None,
-               num_blocks: int | None = None):
-    """Build a random paged case, run the kernel into a poisoned buffer, return (out, oracle, case)."""
+@dataclass
+class Case:
+    query: torch.Tensor
+    kv: PagedKV
+    scale: float
+
+
+def make_case(seed: int, ctx: list[int], block_size: int, head_dim: int, num_heads: int, num_kv_heads: int,
+              query_dtype: torch.dtype, kind: str, num_blocks: int | None = None) -> Case:
+    """A random paged cache (unused slots NaN, tables random permutations) and queries."""
     gen = torch.Generator().manual_seed(seed)
     kv = make_paged_kv(gen, ctx, num_kv_heads, head_dim, block_size, cache_dtype(kind, query_dtype),
                        device=PLAN.device, num_blocks=num_blocks)
     query = torch.randn((len(ctx), num_heads, head_dim), generator=gen).to(query_dtype).to(PLAN.device)
-    scale = head_dim ** -0.5
-    out = poisoned_like(query)
-    ret = paged_decode(query, kv.kv_cache, kv.block_tables, kv.context_lens, scale, kv.kv_scales,
+    return Case(query, kv, head_dim ** -0.5)
+
+
+def run_kernel(case: Case, num_splits: int | None = None) -> torch.Tensor:
+    """paged_decode into a NaN-poisoned `out=`; returns that buffer."""
+    out = poisoned_like(case.query)
+    kv = case.kv
+    ret = paged_decode(case.query, kv.kv_cache, kv.block_tables, kv.context_lens, case.scale, kv.kv_scales,
                        out=out, num_splits=num_splits)
-    assert ret.data_ptr() == out.data_ptr() and ret.dtype == query_dtype
-    return out, oracle_decode(query, kv, scale), kv
+    assert ret.data_ptr() == out.data_ptr() and ret.dtype == case.query.dtype
+    return out
+
+
+def run_decode(*args, num_splits: int | None = None, **kwargs) -> tuple[torch.Tensor, torch.Tensor, Case]:
+    """make_case, the kernel and the oracle: (out, float64 reference, case)."""
+    case = make_case(*args, **kwargs)
+    return run_kernel(case, num_splits), oracle_decode(case.query, case.kv, case.scale), case
 
 
 @st.composite
 def context_lens(draw: st.DrawFn, block_size: int, num_seqs: int) -> list[int]:
-    """1, block boundaries, block_size ± 1, long, anything in between."""
-    top = PLAN.long_context
-    boundary = st.integers(1, max(1, top // block_size)).map(lambda k: k * block_size)
-    kinds = st.one_of(st.just(1), boundary, boundary.map(lambda b: b - 1 if b > 1 else 1),
-                      boundary.map(lambda b: min(b + 1, top)), st.integers(top // 2, top), st.integers(1, top))
-    return draw(st.lists(kinds, min_size=num_seqs, max_size=num_seqs))
+    """1, block boundaries, block_size ± 1, long, anything in between. Only the
+    first PLAN.long_seqs sequences go up to long_context (the oracle's cost)."""
+    def one(top: int) -> st.SearchStrategy[int]:
+        boundary = st.integers(1, max(1, top // block_size)).map(lambda k: k * block_size)
+        return st.one_of(st.just(1), boundary, boundary.map(lambda b: b - 1 if b > 1 else 1),
+                         boundary.map(lambda b: min(b + 1, top)), st.integers(top // 2, top), st.integers(1, top))
+    return [draw(one(PLAN.long_context if i < PLAN.long_seqs else PLAN.short_context)) for i in range(num_seqs)]
 
 
 @st.composite
@@ -71,7 +91,7 @@ def decode_cases(draw: st.DrawFn) -> dict:
     )
 
 
-@settings(max_examples=PLAN.max_examples)
+@settings(max_examples=PLAN.decode_examples)
 @given(case=decode_cases())
 def test_decode_matches_oracle(case: dict) -> None:
     hq, hkv = case["heads"]
@@ -113,13 +133,12 @@ def test_split_k_counts_agree(query_dtype: torch.dtype) -> None:
     sequence beside long ones) all match the oracle and each other."""
     long = 30 if PLAN.device == "cpu" else PLAN.long_context   # CPU: every extra program costs ~10 ms
     ctx = [1, long, 9, long // 2]
-    results = {}
-    for splits in (1, 2, 7, long + 5):
-        out, ref, _ = run_decode(11, ctx, 16, 64, 8, 2, query_dtype, "auto", num_splits=splits)
+    first, ref, case = run_decode(11, ctx, 16, 64, 8, 2, query_dtype, "auto", num_splits=1)
+    assert_close(first, ref, tolerance(query_dtype), "num_splits=1")
+    for splits in (2, 7, long + 5):
+        out = run_kernel(case, splits)
         assert_close(out, ref, tolerance(query_dtype), f"num_splits={splits}")
-        results[splits] = out
-    for splits, out in results.items():
-        assert rel_error(out, results[1]) <= tolerance(query_dtype).rel, f"num_splits={splits} vs 1"
+        assert rel_error(out, first) <= tolerance(query_dtype).rel, f"num_splits={splits} vs 1"
 
 
 @pytest.mark.parametrize("num_splits", [1, 3, None])
@@ -138,8 +157,9 @@ def test_quantised_close_to_bf16_cache(kind: str, seed: int) -> None:
     float64 result of a bf16 cache holding the same K/V."""
     long = PLAN.long_context
     ctx = [long, long // 2 + 1, 7]
-    out_q, _, _ = run_decode(seed, ctx, 16, 128, 8, 2, torch.bfloat16, kind)
-    _, ref_bf16, _ = run_decode(seed, ctx, 16, 128, 8, 2, torch.bfloat16, "auto")
+    out_q = run_kernel(make_case(seed, ctx, 16, 128, 8, 2, torch.bfloat16, kind))
+    bf16 = make_case(seed, ctx, 16, 128, 8, 2, torch.bfloat16, "auto")
+    ref_bf16 = oracle_decode(bf16.query, bf16.kv, bf16.scale)
     err = rel_error(out_q, ref_bf16)
     assert err <= quantised_vs_bf16_rel(cache_dtype(kind, torch.bfloat16)), f"{kind}: rel error {err:.3g}"
 
@@ -149,8 +169,9 @@ def test_quantised_close_to_bf16_cache(kind: str, seed: int) -> None:
 def test_huge_cache_int64_offsets(num_splits: int | None) -> None:
     """32,768 blocks of 64 tokens x 8 heads x 128 dims: a block is 2**17
     elements, so any block id >= 16,384 overflows an int32 offset."""
-    out, ref, kv = run_decode(3, [1000, 1500, 700, 1], 64, 128, 32, 8, torch.bfloat16, "int8",
-                              num_splits=num_splits, num_blocks=32768)
+    out, ref, case = run_decode(3, [1000, 1500, 700, 1], 64, 128, 32, 8, torch.bfloat16, "int8",
+                                num_splits=num_splits, num_blocks=32768)
+    kv = case.kv
     used = max(int(kv.block_tables[i, :(c + 63) // 64].max()) for i, c in enumerate(kv.context_lens.tolist()))
     assert used * kv.kv_cache.stride(0) >= 2**31, "the case must reach past 32-bit offsets"
     assert_close(out, ref, tolerance(torch.bfloat16), "32,768-block cache")
