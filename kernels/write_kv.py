@@ -32,7 +32,7 @@ def _write_kv_kernel(
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     QUANT: tl.constexpr, IS_INT8: tl.constexpr, INTERPRET: tl.constexpr,
 ):
-    t = tl.program_id(0)
+    t = tl.program_id(0).to(tl.int64)          # t * stride_kt may pass 2**31 for huge batches
     slot = tl.load(slot_ptr + t).to(tl.int64)
     h = tl.arange(0, HEADS_PAD)
     d = tl.arange(0, HEAD_DIM_PAD)
