@@ -44,7 +44,7 @@ def main() -> None:
                                            ("fp16", "fp16", 80, 9, False, True), ("fp32", "fp32", 96, 16, False, False),
                                            ("bf16", "i8", 128, 4, True, True), ("fp16", "fp8", 256, 2, True, False)]:
         pad = max(16, triton.next_power_of_2(dim))
-        block_n = max(16, min(128, 16384 // (pad * (1 if quant else 4 if q == "fp32" else 2))))
+        block_n = max(16, min(128, 16384 // (pad * (4 if q == "fp32" else 2))))
         part = "*fp32" if split else PTR[q]
         _compile(decode_split_kernel,
                  dict(q_ptr=PTR[q], cache_ptr=PTR[c], scales_ptr="*fp32" if quant else PTR[c], tables_ptr="*i32",
@@ -53,7 +53,7 @@ def main() -> None:
                  dict(GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=dim, HEAD_DIM_PAD=pad,
                       BLOCK_SIZE=16, BLOCK_N=block_n, QUANT=quant, SPLIT=split, DOT_FP32=False,
                       DOT_PRECISION="ieee" if q == "fp32" else "tf32", INTERPRET=False),
-                 num_warps=8 if block_n * pad > 8192 else 4)
+                 num_warps=8 if quant or block_n * pad > 8192 else 4)
         _compile(decode_reduce_kernel, dict(out_ptr=PTR[q], part_acc_ptr="*fp32", part_m_ptr="*fp32",
                                             part_l_ptr="*fp32", lens_ptr="*i32"),
                  dict(HEAD_DIM=dim, HEAD_DIM_PAD=pad, SPLITS_PAD=8, INTERPRET=False))

@@ -180,7 +180,8 @@ def test_huge_cache_int64_offsets(num_splits: int | None) -> None:
 @pytest.mark.parametrize("batch,kv_heads,ctx,want", [
     (64, 8, 4096, 1),     # 512 programs: ~4 waves on 132 SMs already, no reduce step
     (256, 32, 512, 1),
-    (8, 8, 4096, 9),      # 64 programs -> ~4 programs per SM
+    (8, 8, 4096, 8),      # 64 programs -> 4 per SM, not past it
+    (64, 3, 4096, 2),     # 192 programs: 3 splits would overshoot 528 (576)
     (1, 8, 16384, 64),    # capped at MAX_SPLITS
     (1, 8, 512, 4),       # capped so each split keeps >= 128 tokens
     (4, 8, 100, 1),       # too short to split

@@ -47,8 +47,11 @@ def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_
     - block_n: a K tile of about TILE_BYTES (64 tokens x 128 dims x 2 B = 16 KB for
       bf16): big enough to keep many 16-byte loads in flight per program, small
       enough that K, V and their float32 scores stay in registers with 4 warps.
-      1-byte caches get twice the tokens for the same bytes, and 8 warps when a
-      tile holds more than 8192 elements (registers after the up-cast).
+      1-byte caches are sized by their 2-byte up-cast (same tokens as bf16) and
+      get 8 warps: the up-cast roughly doubles live registers. Compiled for
+      sm_90, int8/fp8 at D=128 then take 104-116 registers (2 programs per SM);
+      the first H100 run used 128-token tiles at 162 registers (1 per SM) and
+      decoded slower than bf16.
     - num_stages 2: the loop's K/V loads become cp.async copies one tile ahead.
       Compiled for sm_90 (triton 3.9, bf16, D=128, block_n 64) a program takes
       80 registers/thread and 38 KB of shared memory, so ~5 fit on an SM and the
@@ -57,7 +60,9 @@ def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_
     - num_splits: the grid has num_seqs * num_kv_heads programs before
       splitting. When that already covers the GPU twice over, no split (the reduce
       step would only add traffic). Otherwise split each context so the grid
-      reaches ~WAVES programs per SM, but keep every split >= MIN_SPLIT_TOKENS.
+      reaches, without passing, ~WAVES programs per SM (about what stays resident:
+      overshooting leaves a second, mostly idle wave), but keep every split
+      >= MIN_SPLIT_TOKENS.
       Under the interpreter a fixed INTERPRETER_SPLITS keeps CPU runs short while
       still exercising the reduce step.
     Splits are rounded to whole tiles, so the auto choice never has an empty
@@ -65,13 +70,14 @@ def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_
     (split_len = ceil(max_context_len / num_splits)), empty splits included.
     """
     head_dim_pad = max(16, triton.next_power_of_2(head_dim))
+    quantised = cache_elem_bytes == 1
     if block_n is None:
-        block_n = TILE_BYTES // (head_dim_pad * cache_elem_bytes)
+        block_n = TILE_BYTES // (head_dim_pad * max(cache_elem_bytes, 2))
         block_n = max(MIN_BLOCK_N, min(MAX_BLOCK_N, block_n))
     if block_n < MIN_BLOCK_N or block_n & (block_n - 1):
         raise ValueError(f"block_n must be a power of two >= {MIN_BLOCK_N}, got {block_n}")
     if num_warps is None:
-        num_warps = 8 if block_n * head_dim_pad > 8192 else 4
+        num_warps = 8 if quantised or block_n * head_dim_pad > 8192 else 4
     if num_stages is None:
         num_stages = 2
     ctx = max(1, max_context_len)
@@ -95,5 +101,5 @@ def auto_splits(programs: int, max_context_len: int, sms: int | None) -> int:
     programs = max(1, programs)
     if programs >= 2 * sms:
         return 1
-    want = triton.cdiv(WAVES * sms, programs)
+    want = (WAVES * sms) // programs
     return max(1, min(want, MAX_SPLITS, max_context_len // MIN_SPLIT_TOKENS))
