@@ -42,7 +42,7 @@ PY="${PYTHON:-python3}"
 budget="${SUITE_BUDGET_S:-480}"
 profile=gpu; [ "$quick" = 1 ] && profile=ci && export BENCH_QUICK=1
 # Seconds each step may want (typical on an H100 in brackets), and what the bench keeps back.
-want_conf=40 want_kernels=140 want_sanitizer=60   # [6, ?, 40]
+want_conf=40 want_kernels=${WANT_KERNELS_S:-140} want_sanitizer=60   # [6, ?, 40]
 want_decode=150 want_prefill=35 want_write=30     # [120, 16, 12]
 bench_reserve=$(( bench ? want_decode + want_prefill + want_write + 15 : 0 ))
 status=0

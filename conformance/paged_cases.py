@@ -31,8 +31,11 @@ def poisoned_cache(num_blocks: int, block_size: int, num_kv_heads: int, head_dim
     shape = (num_blocks, 2, block_size, num_kv_heads, head_dim)
     if cache_dtype == torch.int8:
         cache = torch.zeros(shape, dtype=torch.int8, device=device)
+    elif cache_dtype == torch.float8_e4m3fn:
+        # 0x7F is e4m3fn's NaN; built as bytes so no float32 copy of a huge cache is made.
+        cache = torch.full(shape, 0x7F, dtype=torch.uint8, device=device).view(torch.float8_e4m3fn)
     else:
-        cache = torch.full(shape, float("nan"), dtype=torch.float32, device=device).to(cache_dtype)
+        cache = torch.full(shape, float("nan"), dtype=cache_dtype, device=device)
     scales = None
     if is_quantized(cache_dtype):
         scales = torch.full(shape[:4], float("nan"), dtype=torch.float32, device=device)
