@@ -29,7 +29,8 @@ class BlockAllocator:
             raise ValueError(f"num_blocks must be an int >= 0, got {num_blocks!r}")
         self.device = device
         self.num_blocks = num_blocks
-        self._refs = [0] * num_blocks
+        # Public for hot paths that read a count without a call; never write it.
+        self.refs = [0] * num_blocks
         # Reversed so that a fresh allocator hands out block 0 first.
         self._pool = list(range(num_blocks - 1, -1, -1))
 
@@ -42,49 +43,49 @@ class BlockAllocator:
         if not self._pool:
             raise NoFreeBlocksError(self.device, 1, 0)
         block = self._pool.pop()
-        self._refs[block] = 1
+        self.refs[block] = 1
         return block
 
     def claim(self, block: int) -> None:
         """Take a parked block (ref 0, outside the pool) back into use."""
-        if self._refs[block] != 0:
+        if self.refs[block] != 0:
             raise ValueError(f"claim: {self.device} block {block} is held "
-                             f"(ref count {self._refs[block]})")
-        self._refs[block] = 1
+                             f"(ref count {self.refs[block]})")
+        self.refs[block] = 1
 
     def acquire(self, block: int) -> bool:
         """One more reference to a held or parked block; True if it was parked."""
-        refs = self._refs[block]
-        self._refs[block] = refs + 1
+        refs = self.refs[block]
+        self.refs[block] = refs + 1
         return refs == 0
 
     def count_held(self, blocks: list[int]) -> int:
-        refs = self._refs
+        refs = self.refs
         return sum(1 for b in blocks if refs[b])
 
     def incref(self, block: int) -> None:
-        if self._refs[block] <= 0:
+        if self.refs[block] <= 0:
             raise ValueError(f"incref: {self.device} block {block} is not held")
-        self._refs[block] += 1
+        self.refs[block] += 1
 
     def decref(self, block: int) -> int:
         """Drop one reference; returns the count left. At 0 the caller must
         `release` the block or park it."""
-        refs = self._refs[block] - 1
+        refs = self.refs[block] - 1
         if refs < 0:
             raise ValueError(f"decref: {self.device} block {block} is not held")
-        self._refs[block] = refs
+        self.refs[block] = refs
         return refs
 
     def release(self, block: int) -> None:
         """Return a block with ref count 0 to the pool."""
-        if self._refs[block] != 0:
+        if self.refs[block] != 0:
             raise ValueError(f"release: {self.device} block {block} is still held "
-                             f"(ref count {self._refs[block]})")
+                             f"(ref count {self.refs[block]})")
         self._pool.append(block)
 
     def ref_count(self, block: int) -> int:
         if not 0 <= block < self.num_blocks:
             raise ValueError(f"block {block} is out of range for {self.num_blocks} "
                              f"{self.device} blocks")
-        return self._refs[block]
+        return self.refs[block]

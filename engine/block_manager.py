@@ -4,14 +4,10 @@ Choices (the issue leaves them open):
 - Tables are keyed by `seq.seq_id`. `free` of a sequence without a table is a
   no-op (abort paths may free twice); the other per-sequence calls raise
   `UnknownSequenceError` (a ValueError).
-- A full block is registered in the prefix cache when it becomes full (at
-  allocate, append_slots or swap_in), before its KV is computed: the caller
-  must not let another sequence read it before the step that writes it.
-- Prefix hits stop at the first miss and never cover the last prompt token, so
-  a fully cached prompt still computes its last token, in a block of its own.
-- A block that fills up with the same hash as an existing entry stays
-  private (the table is never changed under a sequence), and so do all later
-  blocks of that sequence: an entry is registered only on top of its parent.
+- A block is registered in the prefix cache when it becomes full (allocate,
+  append_slots, swap_in), before its KV is computed: the caller must not let
+  another sequence read it before the step that writes it. Hits and
+  duplicates: see engine/prefix_chain.py.
 - swap_out leaves the GPU copies it releases in the prefix cache (their KV is
   unchanged); swap_in takes fresh GPU blocks and registers them where no entry
   has their hash yet. Blocks shared by several sequences are copied once.
@@ -48,12 +44,11 @@ class BlockManager:
     def __init__(self, block_size: int = 16, num_gpu_blocks: int = 64,
                  num_cpu_blocks: int = 64, enable_prefix_caching: bool = True,
                  watermark: float = 0.01, hash_fn: HashFn = default_block_hash) -> None:
-        if not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
-        if not isinstance(num_gpu_blocks, int) or num_gpu_blocks < 1:
-            raise ValueError(f"num_gpu_blocks must be an int >= 1, got {num_gpu_blocks!r}")
-        if not isinstance(num_cpu_blocks, int) or num_cpu_blocks < 0:
-            raise ValueError(f"num_cpu_blocks must be an int >= 0, got {num_cpu_blocks!r}")
+        for name, value, low in (("block_size", block_size, 1),
+                                 ("num_gpu_blocks", num_gpu_blocks, 1),
+                                 ("num_cpu_blocks", num_cpu_blocks, 0)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if not 0.0 <= watermark < 1.0:
             raise ValueError(f"watermark must be in [0, 1), got {watermark!r}")
         self.block_size = block_size
@@ -83,9 +78,6 @@ class BlockManager:
     def get_num_free_gpu_blocks(self) -> int:
         return self.num_free_gpu_blocks
 
-    def get_num_free_cpu_blocks(self) -> int:
-        return self._cpu.num_free
-
     # ---- queries ------------------------------------------------------------
     def has_seq(self, seq: Sequence) -> bool:
         return seq.seq_id in self._tables
@@ -105,15 +97,15 @@ class BlockManager:
         return len(self._prefix.lookup(seq)[1]) * self.block_size
 
     def ref_count(self, block: int, device: str = "gpu") -> int:
-        if device not in ("gpu", "cpu"):
+        pool = {"gpu": self._gpu, "cpu": self._cpu}.get(device)
+        if pool is None:
             raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
-        return (self._gpu if device == "gpu" else self._cpu).ref_count(block)
+        return pool.ref_count(block)
 
     def cache_entries(self) -> list[tuple[int, int, tuple, int]]:
         """(block, hash, token ids, depth) of every prefix-cache entry."""
-        if self._cache is None:
-            return []
-        return [(e.block, e.hash, e.tokens, e.depth) for e in self._cache.entries()]
+        entries = self._cache.entries() if self._cache else ()
+        return [(e.block, e.hash, e.tokens, e.depth) for e in entries]
 
     def evictable_blocks(self) -> list[int]:
         """Cached blocks no sequence holds, the next to be evicted first."""
@@ -155,35 +147,55 @@ class BlockManager:
         self._prefix.extend(table, tokens)
 
     # ---- append / copy-on-write ------------------------------------------------
-    def _append_cost(self, table: BlockTable, num_tokens: int) -> tuple[int, bool]:
-        """(new blocks, whether the last block needs copy-on-write)."""
-        bs = self.block_size
-        old = table.num_tokens
+    def _append_cost(self, table: BlockTable, num_tokens: int) -> int:
+        """Blocks appending up to num_tokens takes: new ones, plus one if the
+        shared partial last block must be copied first."""
+        old, blocks, bs = table.num_tokens, table.blocks, self.block_size
         if num_tokens < old:
             raise ValueError(f"sequence has {num_tokens} tokens, fewer than the "
                              f"{old} its block table covers")
-        new_blocks = _cdiv(num_tokens, bs) - len(table.blocks)
-        cow = (num_tokens > old and old % bs != 0
-               and self._gpu.ref_count(table.blocks[-1]) > 1)
-        return new_blocks, cow
+        cow = num_tokens > old and old % bs != 0 and self._gpu.refs[blocks[-1]] > 1
+        return -(-num_tokens // bs) - len(blocks) + cow
 
     def can_append_slots(self, seq: Sequence) -> bool:
-        table = self._gpu_table(seq, "can_append_slots")
-        new_blocks, cow = self._append_cost(table, len(seq.token_ids))
-        return new_blocks + cow <= self.num_free_gpu_blocks
+        """Whether append_slots(seq) can succeed now (no watermark: running
+        sequences may use the last blocks)."""
+        table = self._tables.get(seq.seq_id)
+        if (table is not None and table.on_gpu   # fast path: room in a last block it owns
+                and table.num_tokens <= len(seq.token_ids) <= len(table.blocks) * self.block_size
+                and self._gpu.refs[table.blocks[-1]] == 1):
+            return True
+        cost = self._append_cost(self._gpu_table(seq, "can_append_slots"), len(seq.token_ids))
+        return cost == 0 or cost <= self._gpu.num_free
 
     def append_slots(self, seq: Sequence) -> list[tuple[int, int]]:
         """Give slots to the tokens appended since the table last covered seq;
         returns copy-on-write (src, dst) pairs. O(1) unless a block fills."""
+        table = self._tables.get(seq.seq_id)
+        if table is not None and table.on_gpu:
+            old, tokens = table.num_tokens, seq.token_ids
+            num_tokens, blocks, bs = len(tokens), table.blocks, self.block_size
+            # Fast path: written in place into the last block, owned alone.
+            if old < num_tokens <= len(blocks) * bs and self._gpu.refs[blocks[-1]] == 1:
+                if self._out.fwd or self._in.rev:
+                    self._forget_gpu_copies(blocks[-1])
+                table.num_tokens = num_tokens
+                if num_tokens % bs == 0 and table.chain_open and self._cache is not None:
+                    self._prefix.extend(table, tokens)
+                return []
+        return self._append_slots(seq)
+
+    def _append_slots(self, seq: Sequence) -> list[tuple[int, int]]:
         table = self._gpu_table(seq, "append_slots")
         tokens = seq.token_ids
         num_tokens = len(tokens)
-        new_blocks, cow = self._append_cost(table, num_tokens)
-        if new_blocks + cow > self.num_free_gpu_blocks:
-            raise NoFreeBlocksError("gpu", new_blocks + cow, self.num_free_gpu_blocks)
+        cost = self._append_cost(table, num_tokens)
+        if cost > self._gpu.num_free:
+            raise NoFreeBlocksError("gpu", cost, self._gpu.num_free)
         blocks = table.blocks
+        new_blocks = -(-num_tokens // self.block_size) - len(blocks)
         copies: list[tuple[int, int]] = []
-        if cow:
+        if cost > new_blocks:              # copy-on-write of the last block
             src = blocks[-1]
             dst = self._gpu.allocate()
             self._gpu.drop(src)            # others still hold it

@@ -17,6 +17,7 @@ class GpuPool:
     def __init__(self, num_blocks: int, cache: Optional[PrefixCache],
                  on_release: Callable[[int], None]) -> None:
         self._alloc = BlockAllocator(num_blocks, "gpu")
+        self.refs = self._alloc.refs       # read-only view, for hot paths
         self._cache = cache
         self._on_release = on_release      # a block's contents stop mattering
         self.num_blocks = num_blocks

@@ -11,21 +11,21 @@ from typing import Optional
 
 
 class SwapLinks:
-    __slots__ = ("_fwd", "_rev")
+    __slots__ = ("fwd", "rev")   # read them freely, change them through the methods
 
     def __init__(self) -> None:
-        self._fwd: dict[int, int] = {}
-        self._rev: dict[int, int] = {}
+        self.fwd: dict[int, int] = {}
+        self.rev: dict[int, int] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._fwd)
+        return bool(self.fwd)
 
     def get(self, src: int) -> Optional[int]:
-        return self._fwd.get(src)
+        return self.fwd.get(src)
 
     def cost(self, blocks: list[int]) -> int:
         """Blocks a swap of `blocks` must allocate (those without a copy)."""
-        fwd = self._fwd
+        fwd = self.fwd
         return sum(1 for b in blocks if b not in fwd)
 
     def targets(self, blocks: list[int], dst_alloc) -> tuple[list[int], dict[int, int]]:
@@ -34,7 +34,7 @@ class SwapLinks:
         listed to be copied."""
         dst_blocks, mapping = [], {}
         for src in blocks:
-            dst = self._fwd.get(src)
+            dst = self.fwd.get(src)
             if dst is None:
                 dst = mapping[src] = dst_alloc.allocate()
             else:
@@ -43,21 +43,21 @@ class SwapLinks:
         return dst_blocks, mapping
 
     def link(self, src: int, dst: int) -> None:
-        old = self._fwd.get(src)
+        old = self.fwd.get(src)
         if old is not None and old != dst:
-            del self._rev[old]
-        self._fwd[src] = dst
-        self._rev[dst] = src
+            del self.rev[old]
+        self.fwd[src] = dst
+        self.rev[dst] = src
 
     def forget_src(self, src: int) -> None:
-        dst = self._fwd.pop(src, None)
+        dst = self.fwd.pop(src, None)
         if dst is not None:
-            del self._rev[dst]
+            del self.rev[dst]
 
     def forget_dst(self, dst: int) -> None:
-        src = self._rev.pop(dst, None)
+        src = self.rev.pop(dst, None)
         if src is not None:
-            del self._fwd[src]
+            del self.fwd[src]
 
     def items(self) -> list[tuple[int, int]]:
-        return list(self._fwd.items())
+        return list(self.fwd.items())
