@@ -16,9 +16,12 @@ def seq(seq_id: int, n: int, start: int = 0) -> Sequence:
     return Sequence(seq_id, list(range(start, start + n)))
 
 
-@pytest.mark.parametrize("n", [1, 15, 16, 17, 40])
-def test_free_then_allocate_gives_the_same_blocks_100_times_without_caching(n):
-    bm = BlockManager(16, 8, 8, enable_prefix_caching=False)
+@pytest.mark.parametrize("n, caching", [(1, False), (15, False), (16, False), (17, False),
+                                        (40, False), (1, True), (15, True)])
+def test_free_then_allocate_gives_the_same_blocks_100_times(n, caching):
+    # With caching on this holds for prompts without a full block only: full
+    # blocks stay cached, and the next prompt takes pool blocks first.
+    bm = BlockManager(16, 8, 8, enable_prefix_caching=caching)
     first = None
     for i in range(100):
         s = seq(i, n, start=1000 * i)        # different prompts each time
@@ -28,6 +31,21 @@ def test_free_then_allocate_gives_the_same_blocks_100_times_without_caching(n):
         assert table == first and len(table) == cdiv(n, 16)
         bm.free(s)
         assert bm.num_free_gpu_blocks == 8
+
+
+def test_with_caching_new_prompts_take_the_pool_before_evicting():
+    bm = BlockManager(4, 6, 0)
+    tables = []
+    for i in range(3):                    # 2 full blocks each: 6 blocks in all
+        s = Sequence(i, [10 * i + 1] * 8)
+        bm.allocate(s)
+        tables.append(bm.get_block_table(s))
+        bm.free(s)
+    assert sorted(sum(tables, [])) == list(range(6))
+    assert sorted(bm.evictable_blocks()) == list(range(6))
+    s = Sequence(3, [99] * 4)             # the pool is empty: evict the oldest tail
+    bm.allocate(s)
+    assert bm.get_block_table(s) == [tables[0][1]]
 
 
 @pytest.mark.parametrize("n", [5, 16, 33, 48])
@@ -222,81 +240,6 @@ def test_no_free_blocks_error_names_the_shortfall_and_changes_nothing():
         bm.allocate(seq(1, 20, start=100))
     assert bm.num_free_gpu_blocks == 1 and not bm.has_seq(seq(1, 1))
     assert bm.get_block_table(s0) == [0, 1, 2]
-
-
-def test_swap_round_trip_conserves_counts_and_maps_shared_blocks_once():
-    bm = BlockManager(4, 16, 16)
-    parent = seq(0, 10)
-    bm.allocate(parent)
-    child = parent.fork(1)
-    bm.fork(parent, child)
-    child.append_token_id(99)
-    bm.append_slots(child)                # child now owns a copy of the last block
-    tp, tc = bm.get_block_table(parent), bm.get_block_table(child)
-    assert tp[:2] == tc[:2] and tp[2] != tc[2]
-    out_p = bm.swap_out(parent)
-    out_c = bm.swap_out(child)
-    assert list(out_p) == tp and list(out_c) == [tc[2]]     # shared blocks map once
-    assert bm.num_free_cpu_blocks == 16 - 4 and bm.num_free_gpu_blocks == 16
-    cp, cc = bm.get_block_table(parent), bm.get_block_table(child)
-    assert cp[:2] == cc[:2] and list(out_p.values()) == cp and out_c == {tc[2]: cc[2]}
-    assert [bm.ref_count(b, "cpu") for b in cc] == [2, 2, 1]
-    in_p = bm.swap_in(parent)
-    in_c = bm.swap_in(child)
-    assert list(in_p) == cp and list(in_c) == [cc[2]]
-    assert bm.num_free_cpu_blocks == 16 and bm.num_free_gpu_blocks == 16 - 4
-    gp, gc = bm.get_block_table(parent), bm.get_block_table(child)
-    assert gp[:2] == gc[:2] and [bm.ref_count(b) for b in gc] == [2, 2, 1]
-    for s in (parent, child):
-        bm.free(s)
-    assert bm.num_free_gpu_blocks == 16 and bm.num_free_cpu_blocks == 16
-
-
-def test_a_block_written_after_its_swap_copy_is_copied_again():
-    # parent swaps out; the child then writes the still-shared last block in
-    # place, so the parent's CPU copy is stale for the child: copy it again.
-    bm = BlockManager(4, 16, 16, enable_prefix_caching=False)
-    parent = seq(0, 6)
-    bm.allocate(parent)
-    child = parent.fork(1)
-    bm.fork(parent, child)
-    out_p = bm.swap_out(parent)
-    child.append_token_id(5)
-    assert bm.append_slots(child) == []   # child alone holds the block now
-    out_c = bm.swap_out(child)
-    assert list(out_c) == [list(out_p)[1]]         # g0 linked, g1 copied again
-    assert bm.get_block_table(child)[0] == bm.get_block_table(parent)[0]
-    assert bm.get_block_table(child)[1] != bm.get_block_table(parent)[1]
-
-
-def test_swap_mappings_cover_the_table_in_order():
-    bm = BlockManager(4, 8, 8, enable_prefix_caching=False)
-    s = seq(0, 13)
-    bm.allocate(s)
-    gpu_table = bm.get_block_table(s)
-    out = bm.swap_out(s)
-    assert list(out) == gpu_table and list(out.values()) == bm.get_block_table(s)
-    cpu_table = bm.get_block_table(s)
-    back = bm.swap_in(s)
-    assert list(back) == cpu_table and list(back.values()) == bm.get_block_table(s)
-
-
-def test_can_swap_in_respects_the_watermark_and_can_swap_out_the_cpu():
-    bm = BlockManager(4, 10, 2, enable_prefix_caching=False, watermark=0.2)
-    s = seq(0, 8)                         # 2 blocks
-    bm.allocate(s)
-    bm.swap_out(s)
-    hog = seq(1, 24, start=100)           # 6 blocks: 4 free, 2 needed, 2 watermark
-    bm.allocate(hog)
-    assert bm.can_swap_in(s)
-    hog.append_token_id(0)
-    bm.append_slots(hog)                  # 3 free: 3 - 2 < 2
-    assert not bm.can_swap_in(s)
-    other = seq(2, 12, start=200)
-    bm.allocate(other)
-    assert not bm.can_swap_out(other)     # 3 blocks, the CPU has 0 free
-    with pytest.raises(NoFreeBlocksError, match="CPU"):
-        bm.swap_out(other)
 
 
 def test_unknown_sequences():
