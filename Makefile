@@ -24,7 +24,7 @@ run: setup
 
 # The CPU conformance suite (Triton kernels through the interpreter), as CI runs it.
 test: setup
-	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest conformance -m "not gpu" -q -p no:cacheprovider
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest conformance -m "not gpu" -q -p no:cacheprovider -n auto
 
 # CPU benchmarks (scheduler, prefix cache); GPU kernel benchmarks run in gpu-test.
 bench: setup

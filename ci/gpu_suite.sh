@@ -15,7 +15,8 @@ usage: ci/gpu_suite.sh [OUT_DIR] [--quick] [--tests-only | --bench-only]
   --quick       fewer benchmark shapes and the ci Hypothesis profile
   --tests-only  conformance + memcheck only
   --bench-only  benchmarks + report only
-Environment: SUITE_BUDGET_S (default 480) bounds the whole run; a step stopped at
+Environment: SUITE_BUDGET_S (default 480) bounds the whole run; WANT_KERNELS_S (default
+140) caps the kernel conformance; KERNEL_TEST_WORKERS (default 6) its pytest-xdist workers; a step stopped at
 its cap gets SIGINT, so pytest still writes what it finished. PYTHON (default python3).
 Exit status: 0 when every step passed.
 EOF
@@ -84,8 +85,12 @@ if [ "$tests" = 1 ]; then
   step "conformance -m gpu" "$(cap $want_conf $(( want_kernels + want_sanitizer + bench_reserve )))" \
     "$PY" -m pytest conformance -m gpu --ignore-glob='conformance/test_kernel_*.py' -q \
       -p no:cacheprovider --junitxml="$tmp/gpu.xml"
+  # The kernel tests' time goes mostly to Triton JIT compiles (one per drawn shape,
+  # CPU-bound ptxas): spread them over worker processes when pytest-xdist is there.
+  workers=()
+  "$PY" -c 'import xdist' 2>/dev/null && workers=(-n "${KERNEL_TEST_WORKERS:-6}" --dist load)
   step "kernel conformance ($profile)" "$(cap $want_kernels $(( want_sanitizer + bench_reserve )))" \
-    env HYPOTHESIS_PROFILE=$profile "$PY" -m pytest conformance/test_kernel_*.py -q \
+    env HYPOTHESIS_PROFILE=$profile "$PY" -m pytest conformance/test_kernel_*.py -q "${workers[@]}" \
       -p no:cacheprovider --junitxml="$tmp/kernels.xml"
   "$PY" -m ci.merge_junit "$out_dir/conformance.xml" "$tmp/gpu.xml" "$tmp/kernels.xml"
 
