@@ -162,6 +162,7 @@ def check_step(sched: Scheduler, out: SchedulerOutput, before: dict[str, S],
         assert all(0 <= b < sched.cache_config.num_gpu_blocks for b in table)
     # Preemption, swapped-before-new, strict FCFS.
     now = {r.request_id: r.seq.status for r in waiting + running + swapped}
+    arrival = {r.request_id: r.arrival for r in waiting + running + swapped}
     for rid in out.preempted:
         assert before[rid] is S.RUNNING and now[rid] in (S.WAITING, S.SWAPPED)
     admitted = [rid for rid, st in before.items() if st is S.WAITING and now.get(rid) is S.RUNNING]
@@ -169,9 +170,12 @@ def check_step(sched: Scheduler, out: SchedulerOutput, before: dict[str, S],
                   if st is S.SWAPPED and now.get(rid) is S.RUNNING]
     if out.preempted:
         assert not admitted and not swapped_in, "admitted or swapped in after preempting"
+        # Victims are the latest arrivals: every request still running came earlier.
+        latest_kept = max((r.arrival for r in running), default=-1)
+        assert latest_kept < min(arrival[rid] for rid in out.preempted), \
+            "preempted a request while a later-arrived one kept running"
     if admitted:
         assert not swapped, "admitted a new prefill while a request is swapped out"
-    arrival = {r.request_id: r.arrival for r in waiting + running + swapped}
     if admitted and waiting:
         assert max(arrival[r] for r in admitted) < waiting[0].arrival, "FCFS broken"
     if swapped_in and swapped:
