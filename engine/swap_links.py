@@ -7,8 +7,6 @@ block manager forgets it when either block is released or src is written.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 
 class SwapLinks:
     __slots__ = ("fwd", "rev")   # read them freely, change them through the methods
@@ -19,9 +17,6 @@ class SwapLinks:
 
     def __bool__(self) -> bool:
         return bool(self.fwd)
-
-    def get(self, src: int) -> Optional[int]:
-        return self.fwd.get(src)
 
     def cost(self, blocks: list[int]) -> int:
         """Blocks a swap of `blocks` must allocate (those without a copy)."""
@@ -58,6 +53,3 @@ class SwapLinks:
         src = self.rev.pop(dst, None)
         if src is not None:
             del self.fwd[src]
-
-    def items(self) -> list[tuple[int, int]]:
-        return list(self.fwd.items())
