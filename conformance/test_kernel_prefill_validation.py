@@ -50,7 +50,9 @@ BAD = [
      "kv_scales has shape"),
     ("stray scales", lambda: _with(kv_scales=torch.ones((6, 2, 4, 2), device=DEVICE)), "only int8/float8_e4m3fn"),
     ("block size", lambda: _with(kv_cache=torch.zeros((6, 2, 6, 2, 64), device=DEVICE)), "power of two"),
-    ("scale", lambda: _with(scale=0.0), "scale must be a positive"),
+    ("scale", lambda: _with(scale=0.0), "scale must be finite and > 0"),
+    ("scale nan", lambda: _with(scale=float("nan")), "scale must be finite and > 0"),
+    ("scale bool", lambda: _with(scale=True), "scale must be a Python float"),
     ("qsl dtype", lambda: _with(query_start_loc=torch.tensor([0, 3, 4], device=DEVICE)), "query_start_loc dtype"),
     ("qsl length", lambda: _with(query_start_loc=torch.tensor([0, 4], dtype=torch.int32, device=DEVICE)),
      "query_start_loc has 2 entries"),
@@ -94,6 +96,18 @@ def test_plan_reuse_matches_and_checks_batch() -> None:
         paged_prefill(**small, plan=plan)
     with pytest.raises(ValueError, match="tuning overrides go to plan_prefill"):
         paged_prefill(**args, plan=plan, block_m=32)
+    with pytest.raises(ValueError, match="query_start_loc has shape"):
+        paged_prefill(**_with(query_start_loc=args["query_start_loc"][:2]), plan=plan)
+    with pytest.raises(ValueError, match="block_tables has 1 rows"):
+        paged_prefill(**_with(block_tables=args["block_tables"][:1]), plan=plan)
+
+
+def test_cpu_tensors_rejected_without_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiled Triton needs CUDA: CPU tensors outside the interpreter are a device error."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    args = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in good_args().items()}
+    with pytest.raises(ValueError, match="query is on cpu; paged_prefill needs a CUDA device"):
+        paged_prefill(**args)
 
 
 def test_tile_map_covers_every_query_tile_once() -> None:

@@ -6,27 +6,18 @@ output row (there is nothing to attend to; zeros keep a padded batch finite).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 
 from kernels.decode_kernels import decode_reduce_kernel, decode_split_kernel
 from kernels.decode_splits import DecodeConfig, choose_decode_config
 from kernels.triton_compat import dot_in_fp32, is_interpreting
-from kernels.validation import (QUANTIZED_DTYPES, QUERY_DTYPES, check_block_tables, check_heads,
-                                check_kv_cache, check_kv_scales, check_shape, check_tensor)
+from kernels.validation import (QUANTIZED_DTYPES, QUERY_DTYPES, check_block_tables, check_device_runs_triton,
+                                check_heads, check_kv_cache, check_kv_scales, check_scale, check_shape,
+                                check_tensor)
 
 MAX_HEAD_DIM = 256
 _LOG2E = 1.4426950408889634
-
-
-def _check_scale(scale: object) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise ValueError(f"scale must be a Python float, got {type(scale).__name__}")
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be finite and > 0, got {scale}")
-    return float(scale)
 
 
 def _check_args(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
@@ -56,8 +47,7 @@ def _check_args(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch
         check_shape("out", out, tuple(query.shape))
         if out.stride(-1) != 1:
             raise ValueError("out must be contiguous in head_dim (stride(-1) == 1)")
-    if device.type != "cuda" and not is_interpreting():
-        raise ValueError(f"query is on {device}; paged_decode needs a CUDA device (or TRITON_INTERPRET=1)")
+    check_device_runs_triton("query", query, "paged_decode", is_interpreting())
     if check_indices:
         check_block_tables(block_tables, num_seqs, num_blocks, context_lens, block_size, device)
     else:
@@ -90,7 +80,7 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     sync; `check_indices=False` also skips the block-table range checks, which
     sync, for CUDA-graph capture by a caller that guarantees them.
     """
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     longest = _check_args(query, kv_cache, block_tables, context_lens, kv_scales, out,
                           max_context_len, check_indices)
     if out is None:

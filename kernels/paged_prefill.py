@@ -21,8 +21,8 @@ import triton.language as tl
 
 from kernels.prefill_plan import PrefillPlan, plan_prefill
 from kernels.triton_compat import dot_in_fp32, dot_operand, is_interpreting, to_output
-from kernels.validation import QUANTIZED_DTYPES, QUERY_DTYPES, check_heads, check_kv_cache, \
-    check_kv_scales, check_shape, check_tensor
+from kernels.validation import QUANTIZED_DTYPES, QUERY_DTYPES, check_device_runs_triton, check_heads, \
+    check_kv_cache, check_kv_scales, check_scale, check_shape, check_tensor
 
 _LOG2E = 1.4426950408889634
 
@@ -185,8 +185,7 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
         raise ValueError(f"kv_cache dtype {kv_cache.dtype} must match query dtype {query.dtype} "
                          "(or be int8/float8_e4m3fn with kv_scales)")
     kv_scales = check_kv_scales(kv_scales, kv_cache)
-    if not isinstance(scale, (int, float)) or not scale > 0 or scale == float("inf"):
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    scale = check_scale(scale)
     if out is None:
         out = torch.empty_like(query)
     else:
@@ -195,6 +194,7 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
         if out.stride(-1) != 1:
             raise ValueError("out must be contiguous in head_dim (stride(-1) == 1)")
     interp = is_interpreting()
+    check_device_runs_triton("query", query, "paged_prefill", interp)
     on_gpu = device.type == "cuda" and not interp
     if plan is None:
         plan = plan_prefill(query_start_loc, context_lens, block_tables, num_tokens, num_blocks,
@@ -205,6 +205,9 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
         check_tensor("query_start_loc", query_start_loc, 1, (torch.int32,), device)
         check_tensor("context_lens", context_lens, 1, (torch.int32,), device)
         check_tensor("block_tables", block_tables, 2, (torch.int32,), device)
+        check_shape("query_start_loc", query_start_loc, (context_lens.shape[0] + 1,))
+        if block_tables.shape[0] != context_lens.shape[0]:
+            raise ValueError(f"block_tables has {block_tables.shape[0]} rows, expected {context_lens.shape[0]}")
         if plan.tile_map.device != device:
             raise ValueError(f"plan's tile map is on {plan.tile_map.device}, query on {device}")
         if (plan.num_tokens, plan.num_seqs) != (num_tokens, context_lens.shape[0]):
@@ -222,7 +225,7 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
     grid = (max_tiles * num_heads,)
     _paged_prefill_kernel[grid](
         query, kv_cache, scales, out, block_tables, query_start_loc, context_lens, plan.tile_map,
-        float(scale) * _LOG2E, max_tiles, num_heads,
+        scale * _LOG2E, max_tiles, num_heads,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         *kv_cache.stride()[:4], *s_strides, block_tables.stride(0),
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),

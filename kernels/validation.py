@@ -1,6 +1,8 @@
 """Argument checks shared by the launchers: each raises ValueError naming the argument."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 KV_CACHE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.int8)
@@ -21,6 +23,21 @@ def check_tensor(name: str, t: object, ndim: int | None = None,
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device}, expected {device} (same device as the other arguments)")
     return t
+
+
+def check_scale(scale: object) -> float:
+    """The softmax scale: a finite positive Python number (a bool or tensor is a caller bug)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ValueError(f"scale must be a Python float, got {type(scale).__name__}")
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be finite and > 0, got {scale}")
+    return float(scale)
+
+
+def check_device_runs_triton(name: str, t: torch.Tensor, launcher: str, interpreting: bool) -> None:
+    """Compiled Triton needs CUDA tensors; CPU tensors only work under TRITON_INTERPRET=1."""
+    if t.device.type != "cuda" and not interpreting:
+        raise ValueError(f"{name} is on {t.device}; {launcher} needs a CUDA device (or TRITON_INTERPRET=1)")
 
 
 def check_shape(name: str, t: torch.Tensor, expected: tuple[int, ...]) -> None:
