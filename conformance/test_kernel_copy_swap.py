@@ -99,6 +99,15 @@ def test_copy_blocks_rejects_bad_arguments() -> None:
             copy_blocks([a, a.cpu()], ok)
 
 
+def test_copy_blocks_rejects_cpu_without_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """copy_blocks is a Triton kernel: CPU caches outside the interpreter are a device error."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    cache = torch.zeros((8, 2, 4, 1, 16))
+    with pytest.raises(ValueError, match=r"kv_caches\[0\] is on cpu; copy_blocks needs a CUDA device"):
+        copy_blocks([cache], torch.tensor([[0, 1]], dtype=torch.int64))
+    assert not cache.any()
+
+
 def _swap_devices() -> list[tuple[str, str]]:
     if DEVICE == "cuda":
         return [("cuda", "cpu"), ("cpu", "cuda")]

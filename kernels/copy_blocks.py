@@ -17,6 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.triton_compat import is_interpreting
+from kernels.validation import check_device_runs_triton
+
 _INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _CHUNK = 2048
 
@@ -97,6 +100,7 @@ def copy_blocks(kv_caches: list[torch.Tensor], src_to_dst: torch.Tensor) -> None
     caches = _check_caches(kv_caches)
     if not caches:
         return
+    check_device_runs_triton("kv_caches[0]", caches[0], "copy_blocks", is_interpreting())
     _check_pairs(src_to_dst, caches[0].shape[0])
     n = src_to_dst.shape[0]
     if n == 0:
