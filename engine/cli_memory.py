@@ -8,19 +8,21 @@ from __future__ import annotations
 import argparse
 import json
 from fractions import Fraction
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from engine.model_shapes import PRESET_NAMES, ModelShape, resolve_model
 from engine.sizes import format_size, parse_size
 from reference import memory as mem
 
-_DTYPE_ALIASES = {
+# Read-only, as the other module-level tables.
+_DTYPE_ALIASES: Mapping[str, str] = MappingProxyType({
     "float32": "float32", "fp32": "float32", "float": "float32",
     "float16": "float16", "fp16": "float16", "half": "float16",
     "bfloat16": "bfloat16", "bf16": "bfloat16",
     "fp8": "fp8", "fp8_e4m3": "fp8", "float8_e4m3fn": "fp8", "e4m3": "fp8",
     "int8": "int8",
-}
+})
 
 EPILOG = f"""\
 examples:

@@ -5,16 +5,17 @@ children made with Sequence.fork + BlockManager.fork) can be added later.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 
 from engine.sequence import Sequence, SequenceStatus
 
-_FINISH_REASONS = {
+_FINISH_REASONS: Mapping[SequenceStatus, str] = MappingProxyType({
     SequenceStatus.FINISHED_STOPPED: "stop",
     SequenceStatus.FINISHED_LENGTH: "length",
     SequenceStatus.FINISHED_ABORTED: "abort",
     SequenceStatus.FINISHED_IGNORED: "ignored",
-}
+})
 
 
 class Request:
