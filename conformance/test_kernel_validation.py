@@ -140,3 +140,16 @@ def test_unchecked_indices_still_check_shapes() -> None:
     wargs["slot_mapping"] = wargs["slot_mapping"].float()
     with pytest.raises(ValueError, match="slot_mapping dtype"):
         write_kv(**wargs, check_indices=False)
+
+
+def test_block_table_checks_only_the_blocks_in_use() -> None:
+    """Columns past a sequence's last block are never read, so junk there is fine;
+    the output is unchanged; a bad id in use is reported (the first, row-major)."""
+    args = decode_args()
+    ref = paged_decode(**args)
+    args["block_tables"][0, -1] = 999          # context 5 at block size 8 uses column 0 only
+    assert torch.equal(paged_decode(**args), ref)
+    args["block_tables"][1, 2] = 777           # context 17 uses columns 0..2
+    args["block_tables"][1, 1] = -5
+    with pytest.raises(ValueError, match="block id -5 outside"):
+        paged_decode(**args)

@@ -48,19 +48,21 @@ def _check_args(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch
         if out.stride(-1) != 1:
             raise ValueError("out must be contiguous in head_dim (stride(-1) == 1)")
     check_device_runs_triton("query", query, "paged_decode", is_interpreting())
+    longest = None
     if check_indices:
-        check_block_tables(block_tables, num_seqs, num_blocks, context_lens, block_size, device)
+        longest = check_block_tables(block_tables, num_seqs, num_blocks, context_lens, block_size, device)
     else:
         block_tables = check_tensor("block_tables", block_tables, 2, (torch.int32,), device)
         if block_tables.shape[0] != num_seqs:
             raise ValueError(f"block_tables has {block_tables.shape[0]} rows, expected {num_seqs}")
     if block_tables.stride(1) != 1:
         raise ValueError("block_tables must be contiguous along its columns (stride(1) == 1)")
+    if longest is None and max_context_len is None:
+        longest = int(context_lens.max()) if num_seqs else 0      # the one sync of an unchecked call
     if max_context_len is None:
-        return int(context_lens.max()) if num_seqs else 0
-    if check_indices and num_seqs and int(context_lens.max()) > max_context_len:
-        raise ValueError(f"max_context_len {max_context_len} is shorter than a context of "
-                         f"{int(context_lens.max())} tokens")
+        return longest
+    if longest is not None and longest > max_context_len:
+        raise ValueError(f"max_context_len {max_context_len} is shorter than a context of {longest} tokens")
     return max_context_len
 
 

@@ -75,25 +75,33 @@ def check_heads(num_heads: int, num_kv_heads: int) -> None:
 
 
 def check_block_tables(block_tables: object, num_seqs: int, num_blocks: int, context_lens: torch.Tensor,
-                       block_size: int, device: torch.device) -> torch.Tensor:
+                       block_size: int, device: torch.device) -> int:
     """int32 [num_seqs, max_blocks]; every block a sequence uses must lie in the cache.
-    This syncs with the device once (an index check costs far less than a wild read)."""
+    Returns the longest context. All the range facts come back in one host read
+    (one device sync; an index check costs far less than a wild read)."""
     block_tables = check_tensor("block_tables", block_tables, 2, (torch.int32,), device)
     if block_tables.shape[0] != num_seqs:
         raise ValueError(f"block_tables has {block_tables.shape[0]} rows, expected {num_seqs} (one per sequence)")
     if num_seqs == 0:
-        return block_tables
+        return 0
     lens = context_lens.long()
-    if int(lens.min()) < 0:
-        raise ValueError("context_lens must be >= 0")
     blocks_used = (lens + block_size - 1) // block_size
-    if int(blocks_used.max()) > block_tables.shape[1]:
-        raise ValueError(f"a context of {int(lens.max())} tokens needs {int(blocks_used.max())} blocks "
-                         f"but block_tables has only {block_tables.shape[1]} columns")
     cols = torch.arange(block_tables.shape[1], device=device).unsqueeze(0)
     used = cols < blocks_used.unsqueeze(1)
-    ids = block_tables.masked_select(used)
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_blocks):
-        bad = ids[(ids < 0) | (ids >= num_blocks)][0]
-        raise ValueError(f"block_tables holds block id {int(bad)} outside the cache's {num_blocks} blocks")
-    return block_tables
+    ids = block_tables.long()
+    bad = used & ((ids < 0) | (ids >= num_blocks))
+    # The first bad id in row-major order (or 0 when there is none): no data-dependent shapes.
+    if ids.numel():
+        first_bad = ids.flatten()[bad.flatten().long().argmax()]
+    else:
+        first_bad = lens.new_zeros(())
+    min_len, max_len, max_blocks, any_bad, bad_id = torch.stack(
+        [lens.min(), lens.max(), blocks_used.max(), bad.any().long(), first_bad]).tolist()
+    if min_len < 0:
+        raise ValueError("context_lens must be >= 0")
+    if max_blocks > block_tables.shape[1]:
+        raise ValueError(f"a context of {max_len} tokens needs {max_blocks} blocks "
+                         f"but block_tables has only {block_tables.shape[1]} columns")
+    if any_bad:
+        raise ValueError(f"block_tables holds block id {bad_id} outside the cache's {num_blocks} blocks")
+    return max_len
