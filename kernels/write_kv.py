@@ -70,7 +70,7 @@ def _write_kv_kernel(
 
 def _check_slots(slot_mapping: torch.Tensor, num_slots: int) -> None:
     """Every slot is -1 (skip) or inside the cache. One device sync."""
-    lo, hi = int(slot_mapping.min()), int(slot_mapping.max())
+    lo, hi = torch.stack([slot_mapping.min(), slot_mapping.max()]).tolist()
     if lo < -1 or hi >= num_slots:
         bad = lo if lo < -1 else hi
         raise ValueError(f"slot_mapping holds slot {bad} outside the cache's {num_slots} slots "
