@@ -55,10 +55,13 @@ def make_paged_kv(gen: torch.Generator, context_lens: list[int], num_kv_heads: i
     if total < needed:
         raise ValueError(f"num_blocks {total} < {needed} blocks the contexts need")
     cache, scales = poisoned_cache(total, block_size, num_kv_heads, head_dim, cache_dtype, device)
-    perm = torch.randperm(total, generator=gen)[:needed].tolist()
+    order = torch.randperm(total, generator=gen).tolist()
+    perm = order[:needed]
     max_cols = max(blocks_per_seq, default=0) + extra_table_cols
-    # Padding columns point at a real block on purpose: kernels must not read them.
-    tables = torch.full((len(context_lens), max(max_cols, 1)), total - 1, dtype=torch.int32)
+    # Padding columns point at a valid but never-written (NaN) block when there is
+    # a spare one: a kernel that reads past a sequence's blocks turns its output NaN.
+    pad_block = order[needed] if total > needed else total - 1
+    tables = torch.full((len(context_lens), max(max_cols, 1)), pad_block, dtype=torch.int32)
     cursor = 0
     for i, (ctx, nb) in enumerate(zip(context_lens, blocks_per_seq)):
         ids = perm[cursor:cursor + nb]
