@@ -29,14 +29,7 @@ manager: the slot exists, and a private partial block needs no copy-on-write
 appended since its last call, so the next boundary call catches the table up and
 registers the block that filled meanwhile (one step after its KV was written).
 
-Preemption. When a running request's tokens get no slot, the latest-arrived
-running request is preempted (the needy one itself if it is the latest):
-  - "swap": swap_out to CPU (SWAPPED); it resumes with its KV intact;
-  - "recompute" (or swap without CPU room): blocks freed, num_computed_tokens
-    reset, back to waiting; it re-prefills prompt + outputs later, prefix-cache
-    hits counting as computed.
-Preempted requests rejoin their queue at their arrival position (the front, in
-practice), so FCFS holds across them.
+Preemption (which request goes, and where): see engine/preemption.py.
 
 With chunked prefill off a prompt is computed whole in its admission step; only
 a re-prefill (prompt + outputs after recompute) longer than
@@ -64,6 +57,7 @@ from collections.abc import Iterable
 from engine.admission import infeasibility, largest_allocatable
 from engine.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
 from engine.config import CacheConfig, SchedulerConfig
+from engine.preemption import Preemptor
 from engine.request import Request
 from engine.scheduler_output import ScheduledSequence, SchedulerOutput
 from engine.sequence import Sequence, SequenceStatus
@@ -81,13 +75,6 @@ def _prefix(seq: Sequence, num_tokens: int) -> Sequence:
     return Sequence(seq.seq_id, seq.token_ids[:num_tokens])
 
 
-def _insert_by_arrival(queue: deque[Request], req: Request) -> None:
-    i = 0
-    while i < len(queue) and queue[i].arrival < req.arrival:
-        i += 1
-    queue.insert(i, req)
-
-
 class Scheduler:
     def __init__(self, scheduler_config: SchedulerConfig, cache_config: CacheConfig) -> None:
         self.config = scheduler_config
@@ -103,6 +90,8 @@ class Scheduler:
         self.swapped: deque[Request] = deque()
         self.requests: dict[str, Request] = {}          # live (unfinished) requests
         self.num_preemptions = {"recompute": 0, "swap": 0}
+        self._preemptor = Preemptor(self.block_manager, scheduler_config.preemption_mode,
+                                    self.waiting, self.swapped, self.num_preemptions)
         self._ignored: list[Request] = []               # for the next schedule()
         self._next_arrival = 0
         self._pending: SchedulerOutput | None = None    # scheduled, not yet updated
@@ -189,7 +178,7 @@ class Scheduler:
             try:
                 copies = bm.append_slots(view)          # raises before changing anything
             except NoFreeBlocksError:
-                copies = self._make_room(req, view, out)
+                copies = self._preemptor.make_room(self.running, req, view, out)
                 if copies is None:
                     break                               # req preempted itself
             if copies:
@@ -197,20 +186,6 @@ class Scheduler:
             self._record(req, start, n, remaining, out)
             budget -= n
         return budget
-
-    def _make_room(self, req: Request, view: Sequence,
-                   out: SchedulerOutput) -> list[tuple[int, int]] | None:
-        """Preempt the latest running requests until `view` gets its slots;
-        None when `req` itself had to go."""
-        while True:
-            victim = self.running.pop()                 # the latest arrival
-            self._preempt(victim, out)
-            if victim is req:
-                return None
-            try:
-                return self.block_manager.append_slots(view)
-            except NoFreeBlocksError:
-                continue
 
     def _schedule_swapped(self, out: SchedulerOutput, budget: int) -> int:
         bm, swapped, bs = self.block_manager, self.swapped, self.cache_config.block_size
@@ -292,21 +267,6 @@ class Scheduler:
                 return
         out.prefills.append(ScheduledSequence(req, seq, start, n, True, n == remaining))
         out.num_prefill_tokens += n
-
-    def _preempt(self, req: Request, out: SchedulerOutput) -> None:
-        seq, bm = req.seq, self.block_manager
-        out.preempted.append(req.request_id)
-        if self.config.preemption_mode == "swap" and bm.can_swap_out(seq):
-            out.blocks_to_swap_out.update(bm.swap_out(seq))
-            seq.status = SequenceStatus.SWAPPED
-            _insert_by_arrival(self.swapped, req)
-            self.num_preemptions["swap"] += 1
-        else:
-            bm.free(seq)
-            seq.num_computed_tokens = 0
-            seq.status = SequenceStatus.WAITING
-            _insert_by_arrival(self.waiting, req)
-            self.num_preemptions["recompute"] += 1
 
     def _finish_ignored(self, req: Request, error: str) -> None:
         req.error = error
