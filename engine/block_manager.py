@@ -88,6 +88,10 @@ class BlockManager:
     def get_block_table(self, seq: Sequence) -> list[int]:
         return list(self._table(seq).blocks)
 
+    def num_blocks(self, seq: Sequence) -> int:
+        """len(get_block_table(seq)), without the copy."""
+        return len(self._table(seq).blocks)
+
     def get_num_cached_tokens(self, seq: Sequence) -> int:
         """Tokens of reused prefix-cache blocks. For a sequence without a table:
         the tokens that allocating it now would reuse."""

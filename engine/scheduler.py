@@ -198,7 +198,7 @@ class Scheduler:
             if not n:
                 break
             # Room for its blocks plus those this step's tokens add.
-            held = len(bm.get_block_table(seq))
+            held = bm.num_blocks(seq)
             extra = max(0, -(-(start + n) // bs) - held)
             if not bm.can_swap_in(seq) or bm.num_free_gpu_blocks < held + extra:
                 break
