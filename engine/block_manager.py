@@ -145,7 +145,7 @@ class BlockManager:
         blocks = hit_blocks
         for _ in range(fresh):
             blocks.append(gpu.allocate())
-        table = BlockTable(blocks, len(tokens), True, hashes, len(hits),
+        table = BlockTable(blocks, len(tokens), True, list(hashes), len(hits),
                            len(hits) * self.block_size)
         self._tables[seq.seq_id] = table
         self._prefix.extend(table, tokens)

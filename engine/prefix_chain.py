@@ -47,11 +47,12 @@ class PrefixChains:
         return chunks, hashes
 
     def lookup(self, seq: Sequence) -> tuple[list[int], list[CacheEntry]]:
-        """(chained hashes of the leading full blocks, the cache entries hit)."""
+        """(chained hashes of the leading full blocks, the cache entries hit).
+        The hashes list is the memo's own (see chunks): copy it to keep or change it."""
         if self._cache is None:
             return [], []
         chunks, hashes = self.chunks(seq)
-        return list(hashes), self._cache.match(chunks, hashes)
+        return hashes, self._cache.match(chunks, hashes)
 
     def extend(self, table: BlockTable, tokens: list[int]) -> None:
         """Register the table's newly full blocks, each on top of its parent."""
