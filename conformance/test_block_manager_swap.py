@@ -84,3 +84,18 @@ def test_can_swap_in_respects_the_watermark_and_can_swap_out_the_cpu():
     assert not bm.can_swap_out(other)     # 3 blocks, the CPU has 0 free
     with pytest.raises(NoFreeBlocksError, match="CPU"):
         bm.swap_out(other)
+
+
+def test_num_blocks_tracks_the_table_on_either_device():
+    bm = BlockManager(4, 16, 16)
+    s = seq(0, 5)
+    bm.allocate(s)
+    assert bm.num_blocks(s) == len(bm.get_block_table(s)) == 2
+    for t in range(4):                     # 9 tokens: a third block
+        s.append_token_id(100 + t)
+        bm.append_slots(s)
+    assert bm.num_blocks(s) == len(bm.get_block_table(s)) == 3
+    bm.swap_out(s)
+    assert bm.num_blocks(s) == len(bm.get_block_table(s)) == 3
+    with pytest.raises(ValueError):
+        bm.num_blocks(seq(7, 3))
