@@ -14,7 +14,9 @@ Written tolerances (decode output vs the float64 oracle; `rel` bounds
 
 Quantised caches are held to the same bounds against the oracle fed the
 dequantised cache (int8/fp8 values are exact in every query dtype, so the
-kernel's only extra rounding is the same p/output rounding). Against the
+kernel's only extra rounding is the same p/output rounding; with a bf16 or
+fp16 query the decode kernel's dots run in float16 - the query scaled per head
+by a power of two, exactly - so p rounds to float16, tighter than bf16). Against the
 float64 result of a bf16 cache holding the same K/V (the quantisation error
 itself) the bounds are looser: int8 rel 3e-2, fp8 e4m3 rel 1e-1 (measured on
 CPU, head_dim 128, contexts to 130: int8 0.8-0.9 %, fp8 2.9-3.6 %; e4m3 keeps

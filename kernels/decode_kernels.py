@@ -17,7 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.triton_compat import dot_operand, to_output
+from kernels.triton_compat import byte_to_fp16_asm, dot_operand, pow2_normalise_rows, to_output
 
 
 @triton.jit
@@ -29,7 +29,8 @@ def decode_split_kernel(
     stride_sb, stride_skv, stride_ss, stride_sh,
     stride_tb, stride_pb, stride_ph, stride_ps,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, QUANT: tl.constexpr, SPLIT: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, QUANT: tl.constexpr, QUANT_F16: tl.constexpr, IS_INT8: tl.constexpr,
+    SPLIT: tl.constexpr,
     DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     seq = tl.program_id(0)
@@ -47,7 +48,17 @@ def decode_split_kernel(
     else:
         gd_mask = (g < GROUP)[:, None] & (d < HEAD_DIM)[None, :]
     q = tl.load(q_ptr + seq * stride_qb + heads[:, None] * stride_qh + d[None, :], mask=gd_mask, other=0.0)
-    dot_dtype = q.dtype
+    if QUANT_F16:
+        # 1-byte K/V become float16 operands (fp8: one hardware cvt per pair; int8:
+        # exact integers) instead of bf16, whose fp8 path costs an extra per-element
+        # F2F that bounded the kernel. The query joins them in float16, each row
+        # scaled by a power of two so its largest |value| lies in [1, 2): exact for
+        # bf16 values, and bf16's wider range cannot overflow float16.
+        dot_dtype = tl.float16
+        q_row_scale, q = pow2_normalise_rows(q.to(tl.float32))
+        q = q.to(tl.float16)
+    else:
+        dot_dtype = q.dtype
     q = dot_operand(q, dot_dtype, DOT_FP32)
 
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
@@ -67,6 +78,9 @@ def decode_split_kernel(
             kv_mask = t_mask[:, None] & (d < HEAD_DIM)[None, :]
         k = tl.load(k_base + slot_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
         v = tl.load(v_base + slot_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if QUANT_F16 and not DOT_FP32:
+            k = byte_to_fp16_asm(k, IS_INT8)
+            v = byte_to_fp16_asm(v, IS_INT8)
         k = dot_operand(k, dot_dtype, DOT_FP32)
         v = dot_operand(v, dot_dtype, DOT_FP32)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)         # [GROUP_PAD, BLOCK_N]
@@ -75,6 +89,8 @@ def decode_split_kernel(
             k_scale = tl.load(scales_ptr + s_off, mask=t_mask, other=0.0)
             v_scale = tl.load(scales_ptr + stride_skv + s_off, mask=t_mask, other=0.0)
             s = s * (k_scale * qk_scale)[None, :]
+            if QUANT_F16:
+                s = s * q_row_scale[:, None]
         else:
             s = s * qk_scale
         s = tl.where(t_mask[None, :], s, float("-inf"))
@@ -82,10 +98,18 @@ def decode_split_kernel(
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        if QUANT:
-            p = p * v_scale[None, :]
-        acc = acc * alpha[:, None] + tl.dot(dot_operand(p, dot_dtype, DOT_FP32), v,
-                                            input_precision=DOT_PRECISION)
+        if QUANT_F16:
+            # V scales go on the probability columns, divided by the tile's largest
+            # so p * scale stays in [0, 1] and clear of float16's subnormals.
+            v_top = tl.max(v_scale, axis=0)                                  # > 0: scales >= 1e-6 / qmax
+            p = p * (v_scale * (1.0 / v_top))[None, :]
+            pv = tl.dot(dot_operand(p, dot_dtype, DOT_FP32), v, input_precision=DOT_PRECISION) * v_top
+            acc = acc * alpha[:, None] + pv
+        else:
+            if QUANT:
+                p = p * v_scale[None, :]
+            acc = acc * alpha[:, None] + tl.dot(dot_operand(p, dot_dtype, DOT_FP32), v,
+                                                input_precision=DOT_PRECISION)
         m_i = m_new
 
     if SPLIT:

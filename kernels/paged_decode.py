@@ -128,7 +128,8 @@ def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Ten
         block_tables.stride(0), *p_strides,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, BLOCK_SIZE=kv_cache.shape[2], BLOCK_N=cfg.block_n,
-        QUANT=quant, SPLIT=split, DOT_FP32=dot_in_fp32(),
+        QUANT=quant, QUANT_F16=quant and query.dtype != torch.float32, IS_INT8=kv_cache.dtype == torch.int8,
+        SPLIT=split, DOT_FP32=dot_in_fp32(),
         DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32", INTERPRET=interpret,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )

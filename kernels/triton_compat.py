@@ -60,6 +60,48 @@ def _pow2(e):
 
 
 @triton.jit
+def byte_to_fp16_asm(x, IS_INT8: tl.constexpr):
+    """int8 or float8e4nv -> float16, exact, four bytes per 32-bit register (inline
+    PTX: compiled code only). fp8: the hardware's paired cvt (sm_89+). int8: x + 128
+    placed under the float16 exponent of 1024 (0x64 high byte) reads as 1152 + x,
+    so one paired subtraction gives x - no per-value I2F/F2F, whose 16/clock/SM
+    rate bounded the quantised decode."""
+    if IS_INT8:
+        y = tl.inline_asm_elementwise(
+            """{
+            .reg .b32 u, lo, hi, bias;
+            xor.b32 u, $2, 0x80808080;
+            prmt.b32 lo, u, 0x64646464, 0x5140;
+            prmt.b32 hi, u, 0x64646464, 0x7362;
+            mov.b32 bias, 0x64806480;
+            sub.f16x2 $0, lo, bias;
+            sub.f16x2 $1, hi, bias;
+            }""",
+            "=r,=r,r", [x.to(tl.uint8, bitcast=True)], dtype=tl.float16, is_pure=True, pack=4)
+    else:
+        y = tl.inline_asm_elementwise(
+            """{
+            .reg .b16 lo, hi;
+            mov.b32 {lo, hi}, $2;
+            cvt.rn.f16x2.e4m3x2 $0, lo;
+            cvt.rn.f16x2.e4m3x2 $1, hi;
+            }""",
+            "=r,=r,r", [x.to(tl.uint8, bitcast=True)], dtype=tl.float16, is_pure=True, pack=4)
+    return y
+
+
+@triton.jit
+def pow2_normalise_rows(x):
+    """(2**e per row, x / 2**e) for float32 x [R, C]: each row's largest |value| in
+    [1, 2), exactly (powers of two). e is clamped to [-126, 126], so a subnormal
+    row stays below 1, one past 2**127 below 4, and an all-zero row stays 0."""
+    top = tl.max(tl.abs(x), axis=1)
+    e = ((top.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+    e = tl.minimum(tl.maximum(e, -126), 126)
+    return _pow2(e), x * _pow2(-e)[:, None]
+
+
+@triton.jit
 def to_fp8e4m3(x, INTERPRET: tl.constexpr):
     """float32 with |x| <= 448 -> float8e4nv, round to nearest even."""
     if INTERPRET:
