@@ -37,23 +37,33 @@ def _compile(fn, types: dict, consts: dict, num_warps: int = 4, num_stages: int 
 
 
 def main() -> None:
+    import torch
     import triton
     from kernels.decode_kernels import decode_reduce_kernel, decode_split_kernel
+    from kernels.decode_splits import choose_decode_config
     from kernels.write_kv import _write_kv_kernel
     for q, c, dim, group, quant, split in [("bf16", "bf16", 128, 4, False, False), ("bf16", "bf16", 64, 3, False, True),
                                            ("fp16", "fp16", 80, 9, False, True), ("fp32", "fp32", 96, 16, False, False),
                                            ("bf16", "i8", 128, 4, True, True), ("fp16", "fp8", 256, 2, True, False)]:
         pad = max(16, triton.next_power_of_2(dim))
-        block_n = max(16, min(128, 16384 // (pad * (4 if q == "fp32" else 2))))
+        cfg = choose_decode_config(1, 1, dim, {"fp32": 4, "i8": 1, "fp8": 1}.get(c, 2), 4096, torch.device("cpu"),
+                                   num_splits=1)     # the launch the heuristic picks (no split: no SM count)
+        block_n = cfg.block_n
         part = "*fp32" if split else PTR[q]
-        _compile(decode_split_kernel,
+        kernel = _compile(decode_split_kernel,
                  dict(q_ptr=PTR[q], cache_ptr=PTR[c], scales_ptr="*fp32" if quant else PTR[c], tables_ptr="*i32",
                       lens_ptr="*i32", out_ptr=PTR[q], part_acc_ptr=part, part_m_ptr=part, part_l_ptr=part,
                       qk_scale="fp32"),
                  dict(GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=dim, HEAD_DIM_PAD=pad,
-                      BLOCK_SIZE=16, BLOCK_N=block_n, QUANT=quant, SPLIT=split, DOT_FP32=False,
+                      BLOCK_SIZE=16, BLOCK_N=block_n, QUANT=quant, QUANT_F16=quant and q != "fp32", IS_INT8=c == "i8",
+                      SPLIT=split,
+                      DOT_FP32=False,
                       DOT_PRECISION="ieee" if q == "fp32" else "tf32", INTERPRET=False),
-                 num_warps=8 if quant or block_n * pad > 8192 else 4)
+                 num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        if quant and q != "fp32":   # 1-byte K/V reach the float16 dots without per-value conversions
+            ptx = kernel.asm["ptx"]
+            assert "cvt.bf16.f16" not in ptx and ".s8" not in ptx.replace("prmt", ""), f"{q}/{c}: slow up-cast"
+            assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx
         _compile(decode_reduce_kernel, dict(out_ptr=PTR[q], part_acc_ptr="*fp32", part_m_ptr="*fp32",
                                             part_l_ptr="*fp32", lens_ptr="*i32"),
                  dict(HEAD_DIM=dim, HEAD_DIM_PAD=pad, SPLITS_PAD=8, INTERPRET=False))

@@ -47,12 +47,18 @@ def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_
     - block_n: a K tile of about TILE_BYTES (64 tokens x 128 dims x 2 B = 16 KB for
       bf16): big enough to keep many 16-byte loads in flight per program, small
       enough that K, V and their float32 scores stay in registers with 4 warps.
-      1-byte caches are sized by their 2-byte up-cast (same tokens as bf16) and
-      get 8 warps: the up-cast roughly doubles live registers. Compiled for
-      sm_90, int8/fp8 at D=128 then take 104-116 registers (2 programs per SM);
-      the first H100 run used 128-token tiles at 162 registers (1 per SM) and
-      decoded slower than bf16.
-    - num_stages 2: the loop's K/V loads become cp.async copies one tile ahead.
+      1-byte caches are sized by their 2-byte float16 up-cast (same tokens as
+      bf16).
+    - num_warps: 4 for 2-byte caches (8 past 8192 tile elements). 1-byte caches
+      get 2: Triton feeds 1-byte dot operands from shared memory with ~1-byte
+      loads and byte permutes (4.7 SASS instructions per cache byte at D=128
+      against bf16's 1.6), and fewer warps per program mean fewer cross-warp
+      softmax reductions and more programs per SM to hide that work. H100 sweep
+      (B=64, L=4096, 32/8/128, `python3 -m bench.sweep_decode`): fp8 221.9 us
+      at 64 tokens / 2 warps / 3 stages, 271 us at 128 / 4, 423 us at 64 / 8;
+      int8 232 us, 285 us, 431 us.
+    - num_stages 2 (3 for 1-byte caches, measured 2-3 % faster there): the
+      loop's K/V loads become cp.async copies one tile ahead.
       Compiled for sm_90 (triton 3.9, bf16, D=128, block_n 64) a program takes
       80 registers/thread and 38 KB of shared memory, so ~5 fit on an SM and the
       B=64 x Hkv=8 headline grid (512 programs) is resident in one wave. More
@@ -77,9 +83,9 @@ def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_
     if block_n < MIN_BLOCK_N or block_n & (block_n - 1):
         raise ValueError(f"block_n must be a power of two >= {MIN_BLOCK_N}, got {block_n}")
     if num_warps is None:
-        num_warps = 8 if quantised or block_n * head_dim_pad > 8192 else 4
+        num_warps = 2 if quantised else 8 if block_n * head_dim_pad > 8192 else 4
     if num_stages is None:
-        num_stages = 2
+        num_stages = 3 if quantised else 2
     ctx = max(1, max_context_len)
     if num_splits is not None:
         if not 1 <= num_splits <= MAX_GRID_Z:
