@@ -1,0 +1,140 @@
+"""Sweep paged_decode's launch knobs on one problem and print what each costs.
+
+    python3 -m bench.sweep_decode --batch 8 --context 4096 --heads 32/8/128 \
+        --splits auto,4,8,16 --block-n 32,64,128 --warps 4,8 --stages 2,3 --json out.json
+
+Every configuration is first checked against gather + SDPA (relative error
+< 2e-2), then timed like the benchmarks (CUDA graph, L2 flushed before each
+run). The table gives time, GB/s, % of the read ceiling measured in the same
+run and the ratio to the heuristic's own choice (`auto` everywhere), which is
+what kernels/decode_splits.py picks today. Needs a CUDA device.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn, "int8": torch.int8}
+
+
+def _knob_list(text: str, name: str) -> list[int | None]:
+    """'auto,4,8' -> [None, 4, 8] (None lets the heuristic choose)."""
+    values: list[int | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "auto":
+            values.append(None)
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise SystemExit(f"--{name}: '{item}' is neither 'auto' nor an integer") from None
+        if value < 1:
+            raise SystemExit(f"--{name}: {value} must be >= 1")
+        values.append(value)
+    return values
+
+
+def _heads(text: str) -> tuple[int, int, int]:
+    try:
+        hq, hkv, d = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--heads wants Hq/Hkv/D like 32/8/128, got '{text}'") from None
+    return hq, hkv, d
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python3 -m bench.sweep_decode", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=8, help="sequences (default 8)")
+    ap.add_argument("--context", type=int, default=4096, help="tokens per sequence (default 4096)")
+    ap.add_argument("--heads", type=_heads, default=(32, 8, 128), help="Hq/Hkv/D (default 32/8/128)")
+    ap.add_argument("--cache", choices=sorted(DTYPES), default="bf16", help="KV cache dtype (default bf16)")
+    ap.add_argument("--splits", default="auto", help="num_splits values, comma-separated; 'auto' = heuristic")
+    ap.add_argument("--block-n", default="auto", help="tokens per K/V tile (powers of two >= 16)")
+    ap.add_argument("--warps", default="auto", help="num_warps values")
+    ap.add_argument("--stages", default="auto", help="num_stages values")
+    ap.add_argument("--json", default=None, help="also write every row (and the ceiling) to this file")
+    args = ap.parse_args(argv)
+    for knob in ("splits", "block_n", "warps", "stages"):
+        setattr(args, knob, _knob_list(getattr(args, knob), knob.replace("_", "-")))
+    if args.batch < 1 or args.context < 1:
+        ap.error("--batch and --context must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not torch.cuda.is_available():
+        print("sweep_decode: needs a CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
+        return 2
+    import kernels
+    from bench.ceilings import measure_read
+    from bench.figures import check_close
+    from bench.peers import gather_sdpa_decode
+    from bench.problems import decode_problem
+    from bench.timing import L2Flush, time_gpu
+    from kernels.decode_splits import choose_decode_config
+
+    flush = L2Flush("cuda")
+    read_gbps, _ = measure_read(flush, torch.device("cuda"))
+    torch.cuda.empty_cache()
+    hq, hkv, d = args.heads
+    p = decode_problem(args.batch, args.context, hq, hkv, d, DTYPES[args.cache], device="cuda")
+    ref = gather_sdpa_decode(p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale, p.context,
+                             p.kv_scales, uniform=True)
+    nbytes = p.bytes_moved()
+    out = torch.empty_like(p.query)
+    rows = []
+    combos = list(itertools.product(args.splits, args.block_n, args.warps, args.stages))
+    if (None, None, None, None) not in combos:
+        combos.insert(0, (None, None, None, None))      # the heuristic's choice: the baseline
+    print(f"decode {args.cache} B={args.batch} L={args.context} {hq}/{hkv}/{d}: {nbytes / 1e6:.1f} MB; "
+          f"read ceiling {read_gbps:.0f} GB/s; {len(combos)} configurations")
+    for i, (splits, block_n, warps, stages) in enumerate(combos, 1):
+        kw = dict(num_splits=splits, block_n=block_n, num_warps=warps, num_stages=stages)
+        cfg = choose_decode_config(args.batch, hkv, d, p.kv_cache.element_size(), p.context,
+                                   p.query.device, **kw)
+        label = f"splits={cfg.num_splits} block_n={cfg.block_n} warps={cfg.num_warps} stages={cfg.num_stages}"
+        t0 = time.perf_counter()
+        try:
+            err = check_close(label, kernels.paged_decode(p.query, p.kv_cache, p.block_tables, p.context_lens,
+                                                          p.scale, p.kv_scales, **kw), ref)
+            samples = time_gpu(lambda: kernels.paged_decode(p.query, p.kv_cache, p.block_tables, p.context_lens,
+                                                            p.scale, p.kv_scales, out, check_indices=False,
+                                                            max_context_len=p.context, **kw), flush)
+        except Exception as e:  # a config the compiler rejects (shared memory, registers): report, go on
+            print(f"[{i}/{len(combos)}] {label}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:160]}")
+            rows.append({"config": label, "auto": splits is None and block_n is None and warps is None
+                         and stages is None, "error": f"{type(e).__name__}: {e}"[:400]})
+            continue
+        gbps = nbytes / samples.median / 1e9
+        rows.append({"config": label, "auto": all(v is None for v in kw.values()), "num_splits": cfg.num_splits,
+                     "block_n": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
+                     "median_s": samples.median, "iqr_s": samples.iqr, "gbps": gbps,
+                     "pct_read_ceiling": 100 * gbps / read_gbps, "rel_error": err, "timing": samples.mode})
+        print(f"[{i}/{len(combos)}] {label}: {samples.median * 1e6:.1f} us, {100 * gbps / read_gbps:.1f}% "
+              f"({time.perf_counter() - t0:.1f} s incl. compile)", flush=True)
+    base = next(r for r in rows if r["auto"])
+    timed = sorted((r for r in rows if "median_s" in r), key=lambda r: r["median_s"])
+    print("\n| config | µs | GB/s | % read ceiling | vs auto |\n|---|---|---|---|---|")
+    for r in timed:
+        vs = base["median_s"] / r["median_s"] if "median_s" in base else float("nan")
+        print(f"| {r['config']}{' (auto)' if r['auto'] else ''} | {r['median_s'] * 1e6:.1f} | {r['gbps']:.0f} | "
+              f"{r['pct_read_ceiling']:.1f} | {vs:.3f}× |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"problem": {"cache": args.cache, "batch": args.batch, "context": args.context,
+                                   "heads": [hq, hkv, d], "bytes": nbytes},
+                       "ceiling_read_gbps": read_gbps, "device": torch.cuda.get_device_name(),
+                       "torch": torch.__version__, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
