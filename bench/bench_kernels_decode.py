@@ -100,7 +100,7 @@ def _time_flex(p, ref, attend, gpu_timer, info: dict, page_size: int | None, pre
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", _cases(), ids=_case_id)
-def test_paged_decode(case, benchmark, ceilings, gpu_timer, flex_attend, bench_deadline) -> None:
+def test_paged_decode(case, benchmark, ceilings, gpu_timer, write_flush_timer, flex_attend, bench_deadline) -> None:
     from bench.ours import decode_call
     from bench.peers import gather_sdpa_decode
     bench_deadline()
@@ -117,6 +117,7 @@ def test_paged_decode(case, benchmark, ceilings, gpu_timer, flex_attend, bench_d
     out = torch.empty_like(p.query)
     ours = gpu_timer(decode_call(p, out))
     check_close("paged_decode (as timed)", out, ref)
+    ours_write_flush = write_flush_timer(decode_call(p, out))   # the same, after a dirty-L2 flush
     peer_gather = gpu_timer(gather)
 
     info: dict[str, object] = {"kind": "decode", "cache_dtype": dtype, "batch": batch, "context": context,
@@ -134,6 +135,9 @@ def test_paged_decode(case, benchmark, ceilings, gpu_timer, flex_attend, bench_d
 
     nbytes = p.bytes_moved()
     gbps = nbytes / ours.median / 1e9
+    info.update(write_flush_median_s=ours_write_flush.median,
+                write_flush_pct_read_ceiling=100 * nbytes / ours_write_flush.median / 1e9
+                / ceilings["ceiling_read_gbps"])
     info.update(bytes=nbytes, gbps=gbps, pct_read_ceiling=100 * gbps / ceilings["ceiling_read_gbps"],
                 speedup_vs_flex=ratio(ours, peer_flex), speedup_vs_gather=ratio(ours, peer_gather))
     if dtype != "bf16":  # the byte saving should show up as time saved

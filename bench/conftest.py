@@ -97,10 +97,23 @@ def ceilings(request: pytest.FixtureRequest, l2_flush) -> dict[str, object]:
     """Read / copy GB/s and bf16 matmul TFLOP/s, measured once per session on this GPU."""
     from bench.ceilings import measure_ceilings
     info = measure_ceilings(l2_flush).as_info()
+    info["l2_flush"] = l2_flush.describe()
     request.config.stash[CEILINGS_KEY] = info
     print(f"\nceilings: read {info['ceiling_read_gbps']:.0f} GB/s ({info['ceiling_read_config']}), "
           f"copy {info['ceiling_copy_gbps']:.0f} GB/s, matmul {info['ceiling_matmul_tflops']:.0f} TFLOP/s")
     return info
+
+
+@pytest.fixture(scope="session")
+def write_flush_timer() -> Callable:
+    """Like gpu_timer but flushing the L2 by a 256 MiB write, whose dirty lines the
+    timed run then pays to write back (the common flush elsewhere; for comparison)."""
+    from bench.timing import L2Flush, time_gpu
+    flush = L2Flush("cuda", mode="write")
+
+    def timer(fn: Callable[[], object], **kwargs) -> object:
+        return time_gpu(fn, flush, **kwargs)
+    return timer
 
 
 @pytest.fixture(scope="session")
