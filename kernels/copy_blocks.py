@@ -18,9 +18,8 @@ import triton
 import triton.language as tl
 
 from kernels.triton_compat import is_interpreting
-from kernels.validation import check_device_runs_triton
+from kernels.validation import bit_copy_dtype, check_device_runs_triton
 
-_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _CHUNK = 2048
 
 
@@ -69,8 +68,7 @@ def _check_caches(kv_caches: object) -> list[torch.Tensor]:
             raise ValueError(f"kv_caches[{i}] is on {t.device}, kv_caches[0] on {caches[0].device}")
         if t.shape[0] != caches[0].shape[0]:
             raise ValueError(f"kv_caches[{i}] has {t.shape[0]} blocks, kv_caches[0] has {caches[0].shape[0]}")
-        if t.element_size() not in _INT_OF_SIZE or t.is_complex():
-            raise ValueError(f"kv_caches[{i}] dtype {t.dtype} not supported")
+        bit_copy_dtype(f"kv_caches[{i}]", t)
         if not t[0].is_contiguous():
             raise ValueError(f"kv_caches[{i}] rows (everything after the block dim) must be contiguous")
     return caches
@@ -80,7 +78,7 @@ def _groups(caches: list[torch.Tensor]) -> list[tuple[torch.Tensor, int, int]]:
     """(first tensor as ints, count, layer stride in elements) for runs of evenly spaced alike tensors."""
     out: list[tuple[torch.Tensor, int, int]] = []
     for t in caches:
-        t = t.view(_INT_OF_SIZE[t.element_size()])
+        t = t.view(bit_copy_dtype("kv_caches", t))
         if out:
             first, count, step = out[-1]
             alike = (t.dtype, t.shape, t.stride()) == (first.dtype, first.shape, first.stride())

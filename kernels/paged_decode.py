@@ -11,13 +11,12 @@ import triton
 
 from kernels.decode_kernels import decode_reduce_kernel, decode_split_kernel
 from kernels.decode_splits import DecodeConfig, choose_decode_config
-from kernels.triton_compat import dot_in_fp32, is_interpreting
+from kernels.triton_compat import LOG2E, dot_in_fp32, is_interpreting
 from kernels.validation import (QUANTIZED_DTYPES, QUERY_DTYPES, check_block_tables, check_device_runs_triton,
                                 check_heads, check_kv_cache, check_kv_scales, check_scale, check_shape,
                                 check_tensor)
 
 MAX_HEAD_DIM = 256
-_LOG2E = 1.4426950408889634
 
 
 def _check_args(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
@@ -122,7 +121,7 @@ def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Ten
     decode_split_kernel[(num_seqs, num_kv_heads, cfg.num_splits)](
         query, kv_cache, kv_scales if quant else kv_cache, block_tables, context_lens, out,
         part_acc, part_m, part_l,
-        scale * _LOG2E, cfg.split_len,
+        scale * LOG2E, cfg.split_len,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         *kv_cache.stride()[:4], *s_strides,
         block_tables.stride(0), *p_strides,

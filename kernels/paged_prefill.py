@@ -20,11 +20,10 @@ import triton
 import triton.language as tl
 
 from kernels.prefill_plan import PrefillPlan, plan_prefill
-from kernels.triton_compat import dot_in_fp32, dot_operand, is_interpreting, to_output
+from kernels.triton_compat import LOG2E, dot_in_fp32, dot_operand, is_interpreting, to_output
 from kernels.validation import QUANTIZED_DTYPES, QUERY_DTYPES, check_device_runs_triton, check_heads, \
     check_kv_cache, check_kv_scales, check_scale, check_shape, check_tensor
 
-_LOG2E = 1.4426950408889634
 
 
 @triton.jit
@@ -225,7 +224,7 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
     grid = (max_tiles * num_heads,)
     _paged_prefill_kernel[grid](
         query, kv_cache, scales, out, block_tables, query_start_loc, context_lens, plan.tile_map,
-        scale * _LOG2E, max_tiles, num_heads,
+        scale * LOG2E, max_tiles, num_heads,
         query.stride(0), query.stride(1), out.stride(0), out.stride(1),
         *kv_cache.stride()[:4], *s_strides, block_tables.stride(0),
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+from kernels.validation import bit_copy_dtype
 
 
 def _check(src: object, dst: object, mapping: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,8 +32,7 @@ def _check(src: object, dst: object, mapping: object) -> tuple[torch.Tensor, tor
         raise ValueError(f"dst dtype {dst.dtype} differs from src dtype {src.dtype}")
     if src.dim() < 1 or src.shape[1:] != dst.shape[1:] or src.dim() != dst.dim():
         raise ValueError(f"dst shape {tuple(dst.shape)} must match src shape {tuple(src.shape)} except dim 0")
-    if src.element_size() not in _INT_OF_SIZE or src.is_complex():
-        raise ValueError(f"src dtype {src.dtype} not supported")
+    bit_copy_dtype("src", src)
     if mapping.dtype != torch.int64 or mapping.dim() != 2 or mapping.shape[1] != 2:
         raise ValueError(f"mapping must be int64 [n, 2], got {mapping.dtype} {tuple(mapping.shape)}")
     pairs = mapping.cpu()
@@ -58,7 +57,7 @@ def swap_blocks(src: torch.Tensor, dst: torch.Tensor, mapping: torch.Tensor,
     src_ids, dst_ids = _check(src, dst, mapping)
     if src_ids.numel() == 0:
         return
-    ints = _INT_OF_SIZE[src.element_size()]
+    ints = bit_copy_dtype("src", src)
     src_i, dst_i = src.view(ints), dst.view(ints)
     rows_shape = (src_ids.numel(),) + tuple(src.shape[1:])
     cuda_involved = src.device.type == "cuda" or dst.device.type == "cuda"

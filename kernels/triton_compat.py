@@ -22,6 +22,8 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+LOG2E = 1.4426950408889634   # exp(x) = exp2(x * LOG2E): the kernels fold it into their score scale
+
 
 def is_interpreting() -> bool:
     """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""

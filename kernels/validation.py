@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import torch
 
 KV_CACHE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.int8)
 QUERY_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 QUANTIZED_DTYPES = (torch.float8_e4m3fn, torch.int8)
+_INT_OF_SIZE = MappingProxyType({1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64})
 
 
 def check_tensor(name: str, t: object, ndim: int | None = None,
@@ -105,3 +107,12 @@ def check_block_tables(block_tables: object, num_seqs: int, num_blocks: int, con
     if any_bad:
         raise ValueError(f"block_tables holds block id {bad_id} outside the cache's {num_blocks} blocks")
     return max_len
+
+
+
+def bit_copy_dtype(name: str, t: torch.Tensor) -> torch.dtype:
+    """The integer dtype of `t`'s element size, through which a bitwise copy moves
+    it (NaN payloads and fp8 codes unchanged); ValueError naming `name` if none."""
+    if t.element_size() not in _INT_OF_SIZE or t.is_complex():
+        raise ValueError(f"{name} dtype {t.dtype} not supported")
+    return _INT_OF_SIZE[t.element_size()]
