@@ -74,8 +74,13 @@ BAD = [
     ("tuning", lambda: _with(block_m=48), "block_m must be a power of two"),
     ("tuning name", lambda: _with(blockm=32), "unknown prefill tuning"),
 ]
-if DEVICE == "cuda":
-    BAD.append(("device", lambda: _with(context_lens=torch.tensor([8, 5], dtype=torch.int32)), "context_lens is on cpu"))
+# An index tensor on another device than the query: cpu vs cuda on a GPU; elsewhere the
+# meta device stands in, so the CPU suite checks the same path.
+OTHER = "cpu" if DEVICE == "cuda" else "meta"
+BAD.append(("device", lambda: _with(context_lens=torch.tensor([8, 5], dtype=torch.int32, device=OTHER)),
+            f"context_lens is on {OTHER}"))
+BAD.append(("device qsl", lambda: _with(query_start_loc=torch.tensor([0, 3, 4], dtype=torch.int32, device=OTHER)),
+            f"query_start_loc is on {OTHER}"))
 
 
 @pytest.mark.parametrize("name, make, message", BAD, ids=[b[0] for b in BAD])

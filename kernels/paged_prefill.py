@@ -195,15 +195,16 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
     interp = is_interpreting()
     check_device_runs_triton("query", query, "paged_prefill", interp)
     on_gpu = device.type == "cuda" and not interp
+    # The index tensors follow the query's device (the planner alone would take context_lens's).
+    check_tensor("query_start_loc", query_start_loc, 1, (torch.int32,), device)
+    check_tensor("context_lens", context_lens, 1, (torch.int32,), device)
+    check_tensor("block_tables", block_tables, 2, (torch.int32,), device)
     if plan is None:
         plan = plan_prefill(query_start_loc, context_lens, block_tables, num_tokens, num_blocks,
                             block_size, head_dim, query.dtype, on_gpu, **tuning)
     else:
         if tuning:
             raise ValueError("tuning overrides go to plan_prefill when a plan is given")
-        check_tensor("query_start_loc", query_start_loc, 1, (torch.int32,), device)
-        check_tensor("context_lens", context_lens, 1, (torch.int32,), device)
-        check_tensor("block_tables", block_tables, 2, (torch.int32,), device)
         check_shape("query_start_loc", query_start_loc, (context_lens.shape[0] + 1,))
         if block_tables.shape[0] != context_lens.shape[0]:
             raise ValueError(f"block_tables has {block_tables.shape[0]} rows, expected {context_lens.shape[0]}")
