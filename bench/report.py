@@ -67,11 +67,20 @@ def find_devices(results: Path) -> dict[str, list[dict]]:
 def machine_line(docs: list[dict]) -> str:
     info = docs[0].get("machine_info", {})
     gpu = info.get("gpu") or {}
-    commit = docs[0].get("commit_info", {}).get("id", "")[:10]
+    commit_info = docs[0].get("commit_info", {})
+    commit = commit_info.get("id", "")[:10]
+    if commit and commit_info.get("dirty"):
+        commit += " + uncommitted changes"
     parts = [gpu.get("name", "no GPU"), f"driver {gpu.get('driver')}", f"CUDA {info.get('cuda')}",
              f"{gpu.get('sm_count')} SMs", f"torch {info.get('torch')}", f"triton {info.get('triton')}",
              f"run {docs[0].get('datetime', '?')[:16]}"]
     return "; ".join(parts) + (f"; commit {commit}" if commit else "")
+
+
+def _flush(records: list[dict]) -> str:
+    """How the run flushed the L2 (older runs wrote 256 MiB and did not say)."""
+    kinds = {r.get("extra_info", {}).get("l2_flush", "write 256 MiB") for r in records}
+    return ", ".join(sorted(kinds))
 
 
 def plot_decode(device: str, records: list[dict], folder: Path) -> Path | None:
@@ -110,7 +119,8 @@ def render(devices: dict[str, list[dict]], plots: Path | None, relative_to: Path
         records = [b for d in docs for b in d["benchmarks"]]
         out += [f"### {device}", "", machine_line(docs), "", "Ceilings, measured in the same run:", "",
                 ceilings_table(docs), "", "Goals (kernels issue, section 4):", "", goals_table(records), "",
-                "**paged_decode** (block 16; time: median of CUDA-event samples, L2 flushed before each; "
+                f"**paged_decode** (block 16; time: median of CUDA-event samples, L2 flushed ({_flush(records)}) "
+                "before each; "
                 "ratios: peer time / our time; Flex paged: compiled FlexAttention over its own layout of "
                 "128-token pages; gather+SDPA: block-table gather, then SDPA):", "", decode_table(records), ""]
         png = plot_decode(device, records, plots) if plots is not None else None

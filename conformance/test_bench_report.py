@@ -88,3 +88,22 @@ def test_bad_input(tmp_path, capsys) -> None:
     assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 2
     assert "no 'benchmarks' list" in capsys.readouterr().err
     assert report.main(["--results", str(tmp_path / "nope"), "--out", str(tmp_path / "r.md")]) == 2
+
+
+def test_machine_line_says_when_the_tree_was_dirty() -> None:
+    doc = _doc()
+    assert report.machine_line([doc]).endswith("; commit abcdef0123")
+    doc["commit_info"]["dirty"] = True
+    assert report.machine_line([doc]).endswith("; commit abcdef0123 + uncommitted changes")
+
+
+def test_write_flush_reference_row_and_flush_named(tmp_path) -> None:
+    doc = _doc()
+    b8 = next(b for b in doc["benchmarks"] if b["extra_info"].get("batch") == 8)
+    b8["extra_info"].update(write_flush_pct_read_ceiling=55.5, l2_flush="read 256 MiB")
+    (tmp_path / "h100").mkdir()
+    (tmp_path / "h100" / "bench_decode.json").write_text(json.dumps(doc))
+    text = report.render(report.find_devices(tmp_path), None, tmp_path)
+    assert _row(text, "| (for reference) decode B=8 L=4096 32/8/128 after a 256 MiB write flush").endswith(
+        "| 55.5% | – |")
+    assert "L2 flushed (read 256 MiB, write 256 MiB) before each" in text
