@@ -144,7 +144,7 @@ def test_empty_batches() -> None:
 def test_config_heuristic() -> None:
     """The documented GPU defaults, the small-query shrink and the interpreter tiles."""
     cfg = prefill_config(128, torch.bfloat16, on_gpu=True)
-    assert (cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages) == (128, 64, 8, 3)
+    assert (cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages) == (128, 128, 8, 3)
     assert prefill_config(256, torch.bfloat16, on_gpu=True).block_m == 64
     assert prefill_config(128, torch.bfloat16, on_gpu=True, max_query_len=1).block_m == 16
     assert prefill_config(128, torch.bfloat16, on_gpu=True, max_query_len=40).block_m == 64
