@@ -66,7 +66,7 @@ def main() -> None:
             assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx
         _compile(decode_reduce_kernel, dict(out_ptr=PTR[q], part_acc_ptr="*fp32", part_m_ptr="*fp32",
                                             part_l_ptr="*fp32", lens_ptr="*i32"),
-                 dict(HEAD_DIM=dim, HEAD_DIM_PAD=pad, SPLITS_PAD=8, INTERPRET=False))
+                 dict(HEAD_DIM=dim, HEAD_DIM_PAD=pad, CHUNK=8, INTERPRET=False))
     for k, c, heads, dim in [("bf16", "bf16", 8, 128), ("fp32", "fp32", 3, 80), ("bf16", "i8", 8, 128),
                              ("fp16", "fp8", 2, 256)]:
         quant = c in ("i8", "fp8")

@@ -141,6 +141,17 @@ def test_split_k_counts_agree(query_dtype: torch.dtype) -> None:
         assert rel_error(out, first) <= tolerance(query_dtype).rel, f"num_splits={splits} vs 1"
 
 
+def test_splits_past_one_reduce_chunk_merge() -> None:
+    """More splits than the reduce reads at once (MAX_SPLITS): the reduce takes
+    several passes, and splits past the context are empty. One sequence, one KV
+    head, so the interpreter's cost stays at ~150 programs."""
+    from kernels.decode_splits import MAX_SPLITS
+    ctx = [2 * MAX_SPLITS + 7]
+    for splits in (MAX_SPLITS + 1, ctx[0], ctx[0] + 20):
+        out, ref, _ = run_decode(5, ctx, 16, 64, 2, 1, torch.bfloat16, "auto", num_splits=splits)
+        assert_close(out, ref, tolerance(torch.bfloat16), f"num_splits={splits}")
+
+
 @pytest.mark.parametrize("num_splits", [1, 3, None])
 def test_zero_context_rows_are_zero(num_splits: int | None) -> None:
     """context_len 0 is accepted and gives a zero row; its neighbours are unaffected."""

@@ -129,25 +129,43 @@ def decode_reduce_kernel(
     out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, lens_ptr,
     split_len, num_splits,
     stride_ob, stride_oh, stride_pb, stride_ph, stride_ps,
-    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, CHUNK: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
-    """One program per (sequence, query head): merge the splits that hold tokens."""
+    """One program per (sequence, query head): merge the splits that hold tokens.
+
+    Splits are read CHUNK at a time (the launcher makes CHUNK cover every split
+    the heuristic picks, so that is one pass), each lane keeping its own running
+    max / sum / accumulator; a forced num_splits in the thousands then costs
+    passes, not a [splits, head_dim] tile that no register file holds."""
     seq = tl.program_id(0)
     head = tl.program_id(1)
     ctx = tl.load(lens_ptr + seq)
     used = tl.minimum(tl.cdiv(ctx, split_len), num_splits)
-    sp = tl.arange(0, SPLITS_PAD)
+    lane = tl.arange(0, CHUNK)
     d = tl.arange(0, HEAD_DIM_PAD)
-    s_mask = sp < used
-    p_off = seq * stride_pb + head * stride_ph + sp * stride_ps
-    m = tl.load(part_m_ptr + p_off, mask=s_mask, other=float("-inf"))
-    l = tl.load(part_l_ptr + p_off, mask=s_mask, other=0.0)
-    m_max = tl.max(m, axis=0)
+    base = seq * stride_pb + head * stride_ph
+    m_run = tl.full([CHUNK], float("-inf"), tl.float32)
+    l_run = tl.zeros([CHUNK], tl.float32)
+    acc_run = tl.zeros([CHUNK, HEAD_DIM_PAD], tl.float32)
+    for first in range(0, used, CHUNK):
+        sp = first + lane
+        s_mask = sp < used
+        p_off = base + sp * stride_ps
+        m = tl.load(part_m_ptr + p_off, mask=s_mask, other=float("-inf"))
+        l = tl.load(part_l_ptr + p_off, mask=s_mask, other=0.0)
+        acc = tl.load(part_acc_ptr + p_off[:, None] * HEAD_DIM_PAD + d[None, :], mask=s_mask[:, None], other=0.0)
+        m_new = tl.maximum(m_run, m)
+        m_safe = tl.where(m_new > float("-inf"), m_new, 0.0)          # empty so far: weights 0, not NaN
+        alpha = tl.exp2(m_run - m_safe)
+        beta = tl.exp2(m - m_safe)
+        l_run = l_run * alpha + l * beta
+        acc_run = acc_run * alpha[:, None] + acc * beta[:, None]
+        m_run = m_new
+    m_max = tl.max(m_run, axis=0)
     m_max = tl.where(m_max > float("-inf"), m_max, 0.0)                 # all empty: weights 0
-    w = tl.exp2(m - m_max)
-    l_sum = tl.sum(w * l, axis=0)
-    acc = tl.load(part_acc_ptr + p_off[:, None] * HEAD_DIM_PAD + d[None, :], mask=s_mask[:, None], other=0.0)
-    o = tl.sum(acc * w[:, None], axis=0) / tl.where(l_sum > 0, l_sum, 1.0)
+    w = tl.exp2(m_run - m_max)
+    l_sum = tl.sum(w * l_run, axis=0)
+    o = tl.sum(acc_run * w[:, None], axis=0) / tl.where(l_sum > 0, l_sum, 1.0)
     tl.store(out_ptr + seq * stride_ob + head * stride_oh + d, to_output(o, out_ptr.dtype.element_ty, INTERPRET),
              mask=d < HEAD_DIM)

@@ -10,7 +10,7 @@ import torch
 import triton
 
 from kernels.decode_kernels import decode_reduce_kernel, decode_split_kernel
-from kernels.decode_splits import DecodeConfig, choose_decode_config
+from kernels.decode_splits import MAX_SPLITS, DecodeConfig, choose_decode_config
 from kernels.triton_compat import LOG2E, dot_in_fp32, is_interpreting
 from kernels.validation import (QUANTIZED_DTYPES, QUERY_DTYPES, check_block_tables, check_device_runs_triton,
                                 check_heads, check_kv_cache, check_kv_scales, check_scale, check_shape,
@@ -136,6 +136,6 @@ def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Ten
         decode_reduce_kernel[(num_seqs, num_heads)](
             out, part_acc, part_m, part_l, context_lens, cfg.split_len, cfg.num_splits,
             out.stride(0), out.stride(1), *p_strides,
-            HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, SPLITS_PAD=triton.next_power_of_2(cfg.num_splits),
+            HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, CHUNK=min(triton.next_power_of_2(cfg.num_splits), MAX_SPLITS),
             INTERPRET=interpret, num_warps=4 if head_dim_pad >= 128 else 2,
         )
