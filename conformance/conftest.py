@@ -35,7 +35,15 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kernel: a test of the Triton kernels (conformance/test_kernel_*.py): through "
+                            "the interpreter on CPU, at full size on a GPU; `-m 'gpu or kernel'` is the GPU subset")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name.startswith("test_kernel_"):
+            item.add_marker(pytest.mark.kernel)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
