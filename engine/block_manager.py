@@ -10,7 +10,8 @@ Choices (the issue leaves them open):
   duplicates: see engine/prefix_chain.py.
 - swap_out leaves the GPU copies it releases in the prefix cache (their KV is
   unchanged); swap_in takes fresh GPU blocks and registers them where no entry
-  has their hash yet. Blocks shared by several sequences are copied once.
+  has their hash yet. Blocks shared by several sequences are copied once
+  (engine/swap_space.py keeps the CPU pool and the remembered copies).
 - can_allocate and can_swap_in keep `watermark_blocks` free; appends may use
   the last blocks.
 """
@@ -19,13 +20,13 @@ from __future__ import annotations
 import enum
 from typing import Optional
 
-from engine.block_allocator import BlockAllocator, NoFreeBlocksError
+from engine.block_allocator import NoFreeBlocksError
 from engine.block_table import BlockTable, UnknownSequenceError
 from engine.gpu_pool import GpuPool
 from engine.prefix_cache import HashFn, PrefixCache, default_block_hash
 from engine.prefix_chain import PrefixChains
 from engine.sequence import Sequence
-from engine.swap_links import SwapLinks
+from engine.swap_space import SwapSpace
 
 __all__ = ["AllocStatus", "BlockManager", "NoFreeBlocksError", "UnknownSequenceError"]
 
@@ -58,12 +59,11 @@ class BlockManager:
         self.watermark_blocks = int(watermark * num_gpu_blocks)
         self._cache: Optional[PrefixCache] = (
             PrefixCache(hash_fn) if enable_prefix_caching else None)
-        self._gpu = GpuPool(num_gpu_blocks, self._cache, self._forget_gpu_copies)
-        self._cpu = BlockAllocator(num_cpu_blocks, "cpu")
+        self._swap = SwapSpace(num_cpu_blocks)
+        self._gpu = GpuPool(num_gpu_blocks, self._cache, self._swap.forget_gpu_copies)
+        self._cpu = self._swap.cpu
         self._prefix = PrefixChains(self._cache, block_size)
         self._tables: dict[int, BlockTable] = {}
-        self._out = SwapLinks()   # gpu block -> its cpu copy
-        self._in = SwapLinks()    # cpu block -> its gpu copy
 
     # ---- counts -------------------------------------------------------------
     @property
@@ -181,8 +181,8 @@ class BlockManager:
             num_tokens, blocks, bs = len(tokens), table.blocks, self.block_size
             # Fast path: written in place into the last block, owned alone.
             if old < num_tokens <= len(blocks) * bs and self._gpu.refs[blocks[-1]] == 1:
-                if self._out.fwd or self._in.rev:
-                    self._forget_gpu_copies(blocks[-1])
+                if self._swap.has_gpu_links:
+                    self._swap.forget_gpu_copies(blocks[-1])
                 table.num_tokens = num_tokens
                 if num_tokens % bs == 0 and table.chain_open and self._cache is not None:
                     self._prefix.extend(table, tokens)
@@ -206,7 +206,7 @@ class BlockManager:
             blocks[-1] = dst
             copies.append((src, dst))
         elif table.num_tokens % self.block_size and num_tokens > table.num_tokens:
-            self._forget_gpu_copies(blocks[-1])   # written in place
+            self._swap.forget_gpu_copies(blocks[-1])   # written in place
         for _ in range(new_blocks):
             blocks.append(self._gpu.allocate())
         table.num_tokens = num_tokens
@@ -232,28 +232,28 @@ class BlockManager:
         if table is None:
             return
         # Deepest first, so that chains are evicted from their tails.
-        drop = self._gpu.drop if table.on_gpu else self._drop_cpu
+        drop = self._gpu.drop if table.on_gpu else self._swap.drop_cpu
         for block in reversed(table.blocks):
             drop(block)
 
     # ---- swap -------------------------------------------------------------------
     def can_swap_out(self, seq: Sequence) -> bool:
         table = self._gpu_table(seq, "can_swap_out")
-        return self._out.cost(table.blocks) <= self._cpu.num_free
+        return self._swap.out_cost(table.blocks) <= self._cpu.num_free
 
     def swap_out(self, seq: Sequence) -> dict[int, int]:
         """Move the sequence to the CPU; returns {gpu block: cpu block} to copy."""
         table = self._gpu_table(seq, "swap_out")
-        needed = self._out.cost(table.blocks)
+        needed = self._swap.out_cost(table.blocks)
         if needed > self._cpu.num_free:
             raise NoFreeBlocksError("cpu", needed, self._cpu.num_free)
-        return self._move(table, to_gpu=False)
+        return self._swap.move(table, self._gpu, to_gpu=False)
 
     def can_swap_in(self, seq: Sequence) -> bool:
         table = self._table(seq)
         if table.on_gpu:
             raise ValueError(f"can_swap_in: sequence {seq.seq_id} is not swapped out")
-        needed = self._in.cost(table.blocks)
+        needed = self._swap.in_cost(table.blocks)
         return self.num_free_gpu_blocks - needed >= self.watermark_blocks
 
     def swap_in(self, seq: Sequence) -> dict[int, int]:
@@ -261,24 +261,11 @@ class BlockManager:
         table = self._table(seq)
         if table.on_gpu:
             raise ValueError(f"swap_in: sequence {seq.seq_id} is not swapped out")
-        needed = self._in.cost(table.blocks)
+        needed = self._swap.in_cost(table.blocks)
         if needed > self.num_free_gpu_blocks:
             raise NoFreeBlocksError("gpu", needed, self.num_free_gpu_blocks)
-        mapping = self._move(table, to_gpu=True)
+        mapping = self._swap.move(table, self._gpu, to_gpu=True)
         self._prefix.extend(table, seq.token_ids)
-        return mapping
-
-    def _move(self, table: BlockTable, to_gpu: bool) -> dict[int, int]:
-        """Swap a whole table; a copy another holder already made is shared."""
-        if to_gpu:
-            links, dst_alloc, drop = self._in, self._gpu, self._drop_cpu
-        else:
-            links, dst_alloc, drop = self._out, self._cpu, self._gpu.drop
-        dst_blocks, mapping = links.targets(table.blocks, dst_alloc)
-        for src, dst in zip(reversed(table.blocks), reversed(dst_blocks)):
-            if drop(src):                  # deepest first, as in free
-                links.link(src, dst)       # other holders may reuse this copy
-        table.move(dst_blocks, on_gpu=to_gpu)
         return mapping
 
     # ---- internals -----------------------------------------------------------
@@ -293,19 +280,3 @@ class BlockManager:
         if not table.on_gpu:
             raise ValueError(f"{what}: sequence {seq.seq_id} is swapped out (on the CPU)")
         return table
-
-    def _forget_gpu_copies(self, block: int) -> None:
-        """The GPU block is released or rewritten: copies of it, or that it
-        holds, are no longer interchangeable with it."""
-        if self._out:
-            self._out.forget_src(block)
-        if self._in:
-            self._in.forget_dst(block)
-
-    def _drop_cpu(self, block: int) -> int:
-        refs = self._cpu.decref(block)
-        if refs == 0:
-            self._out.forget_dst(block)
-            self._in.forget_src(block)
-            self._cpu.release(block)
-        return refs
