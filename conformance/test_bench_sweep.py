@@ -1,0 +1,38 @@
+"""bench/sweep_decode's command line, checked without a GPU (the sweep itself needs one)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import sweep_decode
+
+
+def test_knob_lists_and_heads_parse() -> None:
+    args = sweep_decode.parse_args(["--splits", "auto,4, 8", "--block-n", "32,64", "--heads", "9/3/64",
+                                    "--cache", "fp8", "--batch", "2", "--context", "100"])
+    assert args.splits == [None, 4, 8] and args.block_n == [32, 64]
+    assert args.warps == [None] and args.stages == [None]
+    assert args.heads == (9, 3, 64) and args.cache == "fp8" and (args.batch, args.context) == (2, 100)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--splits", "4,x"], "--splits: 'x' is neither 'auto' nor an integer"),
+    (["--warps", "0"], "--warps: 0 must be >= 1"),
+    (["--heads", "32x8"], "--heads wants Hq/Hkv/D like 32/8/128, got '32x8'"),
+])
+def test_bad_knobs_exit_with_a_message(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        sweep_decode.parse_args(argv)
+    assert message in str(exc.value.code) + capsys.readouterr().err
+
+
+def test_bad_sizes_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        sweep_decode.parse_args(["--batch", "0"])
+    assert exc.value.code == 2 and "--batch and --context must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_without_cuda_says_so_and_exits_2(capsys) -> None:
+    assert sweep_decode.main([]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
