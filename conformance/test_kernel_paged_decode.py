@@ -141,6 +141,22 @@ def test_split_k_counts_agree(query_dtype: torch.dtype) -> None:
         assert rel_error(out, first) <= tolerance(query_dtype).rel, f"num_splits={splits} vs 1"
 
 
+@pytest.mark.parametrize("num_splits", [1, 3, None])
+@pytest.mark.parametrize("kind", ["auto", "fp8"])
+def test_whole_and_partial_tiles(num_splits: int | None, kind: str) -> None:
+    """16-token tiles over contexts that end on, before and after a tile edge:
+    the unmasked whole-tile loop and the masked last tile must agree with the
+    oracle, also when a forced split starts inside a tile."""
+    ctx = [1, 15, 16, 17, 47, 48, 49, 100]
+    case = make_case(23, ctx, 16, 64, 4, 2, torch.bfloat16, kind)
+    out = poisoned_like(case.query)
+    kv = case.kv
+    paged_decode(case.query, kv.kv_cache, kv.block_tables, kv.context_lens, case.scale, kv.kv_scales, out=out,
+                 num_splits=num_splits, block_n=16)
+    assert_close(out, oracle_decode(case.query, kv, case.scale), tolerance(torch.bfloat16),
+                 f"{num_splits=} {kind}")
+
+
 def test_splits_past_one_reduce_chunk_merge() -> None:
     """More splits than the reduce reads at once (MAX_SPLITS): the reduce takes
     several passes, and splits past the context are empty. One sequence, one KV
