@@ -9,8 +9,9 @@ every token finds its block through the block table. Cache offsets are int64
 float32 with exp2 (the log2(e) factor folded into the scale).
 
 Quantised caches are read as stored (1 byte per value) and up-cast in
-registers; the per-token K scale multiplies the score column and the V scale
-the probability column, which equals dequantising K and V first.
+registers, to float16 for bf16/fp16 queries (kernels/README.md says how and
+why); the per-token K scale multiplies the score column and the V scale the
+probability column, which equals dequantising K and V first.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def decode_split_kernel(
     stride_sb, stride_skv, stride_ss, stride_sh,
     stride_tb, stride_pb, stride_ph, stride_ps,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, QUANT: tl.constexpr, QUANT_F16: tl.constexpr, IS_INT8: tl.constexpr,
-    SPLIT: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, QUANT: tl.constexpr, QUANT_F16: tl.constexpr,
+    IS_INT8: tl.constexpr, SPLIT: tl.constexpr,
     DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr,
 ):
     seq = tl.program_id(0)
