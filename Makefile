@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: setup run test bench gpu-test clean
+.PHONY: setup run test bench gpu-test gpu-memcheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: setup
 # On a CUDA machine: GPU conformance at full sizes + kernel benchmarks, all under $(OUT).
 gpu-test:
 	bash ci/gpu_suite.sh $(OUT)
+
+# On a CUDA machine: the GPU conformance subset under compute-sanitizer memcheck.
+gpu-memcheck:
+	bash ci/memcheck_conformance.sh $(OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
