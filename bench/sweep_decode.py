@@ -19,50 +19,19 @@ import time
 
 import torch
 
+from bench.sweep_args import cuda_missing, parse_with_knobs, sweep_parser
+
 DTYPES = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn, "int8": torch.int8}
 
 
-def _knob_list(text: str, name: str) -> list[int | None]:
-    """'auto,4,8' -> [None, 4, 8] (None lets the heuristic choose)."""
-    values: list[int | None] = []
-    for item in text.split(","):
-        item = item.strip()
-        if item == "auto":
-            values.append(None)
-            continue
-        try:
-            value = int(item)
-        except ValueError:
-            raise SystemExit(f"--{name}: '{item}' is neither 'auto' nor an integer") from None
-        if value < 1:
-            raise SystemExit(f"--{name}: {value} must be >= 1")
-        values.append(value)
-    return values
-
-
-def _heads(text: str) -> tuple[int, int, int]:
-    try:
-        hq, hkv, d = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise SystemExit(f"--heads wants Hq/Hkv/D like 32/8/128, got '{text}'") from None
-    return hq, hkv, d
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python3 -m bench.sweep_decode", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = sweep_parser("python3 -m bench.sweep_decode", __doc__, (32, 8, 128))
     ap.add_argument("--batch", type=int, default=8, help="sequences (default 8)")
     ap.add_argument("--context", type=int, default=4096, help="tokens per sequence (default 4096)")
-    ap.add_argument("--heads", type=_heads, default=(32, 8, 128), help="Hq/Hkv/D (default 32/8/128)")
     ap.add_argument("--cache", choices=sorted(DTYPES), default="bf16", help="KV cache dtype (default bf16)")
-    ap.add_argument("--splits", default="auto", help="num_splits values, comma-separated; 'auto' = heuristic")
-    ap.add_argument("--block-n", default="auto", help="tokens per K/V tile (powers of two >= 16)")
-    ap.add_argument("--warps", default="auto", help="num_warps values")
-    ap.add_argument("--stages", default="auto", help="num_stages values")
-    ap.add_argument("--json", default=None, help="also write every row (and the ceiling) to this file")
-    args = ap.parse_args(argv)
-    for knob in ("splits", "block_n", "warps", "stages"):
-        setattr(args, knob, _knob_list(getattr(args, knob), knob.replace("_", "-")))
+    args = parse_with_knobs(ap, argv, {"splits": "num_splits values", "block-n": "tokens per K/V tile "
+                                       "(powers of two >= 16)", "warps": "num_warps values",
+                                       "stages": "num_stages values"})
     if args.batch < 1 or args.context < 1:
         ap.error("--batch and --context must be >= 1")
     return args
@@ -70,8 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not torch.cuda.is_available():
-        print("sweep_decode: needs a CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
+    if cuda_missing("sweep_decode"):
         return 2
     import kernels
     from bench.ceilings import measure_read

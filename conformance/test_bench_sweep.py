@@ -36,3 +36,19 @@ def test_bad_sizes_exit_2(capsys) -> None:
 def test_without_cuda_says_so_and_exits_2(capsys) -> None:
     assert sweep_decode.main([]) == 2
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_prefill_sweep_arguments() -> None:
+    from bench import sweep_prefill
+    args = sweep_prefill.parse_args(["--block-m", "64,auto", "--block-n", "128", "--heads", "32/8/128"])
+    assert args.block_m == [64, None] and args.block_n == [128] and args.warps == [None]
+    assert args.heads == (32, 8, 128) and (args.batch, args.seq_len) == (4, 4096)
+    with pytest.raises(SystemExit):
+        sweep_prefill.parse_args(["--seq-len", "0"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_prefill_sweep_without_cuda_exits_2(capsys) -> None:
+    from bench import sweep_prefill
+    assert sweep_prefill.main([]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
