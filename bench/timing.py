@@ -11,7 +11,8 @@ the L2 full of dirty lines, and their write-back to DRAM then lands inside the
 next timed run. Measured on the H100 (2026-11-28): a decode step reading 134 MB
 took 64.6 us after a 256 MiB write, 55.5 us after a write followed by a read,
 55.3 us with no flush at all - a constant ~9 us that has nothing to do with the
-kernel. `L2Flush(mode="write")` keeps the old behaviour for comparison.
+kernel (`python3 -m bench.l2_flush_check`; the run: results/h100/l2_flush_check.txt).
+`L2Flush(mode="write")` keeps the old behaviour for comparison.
 
 A function that synchronises (a launcher validating its arguments, say) would
 have host time inside its events; `time_gpu` therefore first tries to capture it
