@@ -44,7 +44,7 @@ budget="${SUITE_BUDGET_S:-570}"
 profile=gpu; [ "$quick" = 1 ] && profile=ci && export BENCH_QUICK=1
 # Seconds each step may want (typical on an H100 in brackets), and what the bench keeps back.
 want_conformance=${WANT_CONFORMANCE_S:-300} want_sanitizer=60   # [200-295 with 6 workers, 31]
-want_decode=150 want_prefill=35 want_write=30     # [105, 10, 5]
+want_decode=130 want_prefill=25 want_write=20     # [105, 10-15, 5-10]
 bench_reserve=$(( bench ? want_decode + want_prefill + want_write + 15 : 0 ))
 status=0
 declare -a summary
