@@ -6,6 +6,7 @@ CUDA device, before any fixture touches the GPU.
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import subprocess
@@ -109,21 +110,14 @@ def write_flush_timer() -> Callable:
     """Like gpu_timer but flushing the L2 by a 256 MiB write, whose dirty lines the
     timed run then pays to write back (the common flush elsewhere; for comparison)."""
     from bench.timing import L2Flush, time_gpu
-    flush = L2Flush("cuda", mode="write")
-
-    def timer(fn: Callable[[], object], **kwargs) -> object:
-        return time_gpu(fn, flush, **kwargs)
-    return timer
+    return functools.partial(time_gpu, flush=L2Flush("cuda", mode="write"))
 
 
 @pytest.fixture(scope="session")
 def gpu_timer(l2_flush) -> Callable:
     """`gpu_timer(fn, **kw) -> Samples`: bench.timing.time_gpu with this session's L2 flush."""
     from bench.timing import time_gpu
-
-    def timer(fn: Callable[[], object], **kwargs) -> object:
-        return time_gpu(fn, l2_flush, **kwargs)
-    return timer
+    return functools.partial(time_gpu, flush=l2_flush)
 
 
 @pytest.fixture(scope="session")
