@@ -36,7 +36,7 @@ gpu-test:
 
 # On a CUDA machine: the GPU conformance subset under compute-sanitizer memcheck.
 gpu-memcheck:
-	bash ci/memcheck_conformance.sh $(OUT)
+	python3 ci/memcheck_conformance.py $(OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks

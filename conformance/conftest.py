@@ -1,4 +1,4 @@
-"""Shared pytest set-up: Hypothesis profiles, GPU skipping."""
+"""Shared pytest set-up: Hypothesis profiles, GPU skipping, an optional GPU memory log."""
 from __future__ import annotations
 
 import os
@@ -50,3 +50,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
+    """With PAGEDLM_GPU_MEMORY_LOG=path (set by ci/memcheck_conformance.py), append the
+    device's free memory and torch's own share after each test: tells memory a test
+    leaked (torch holds it) from memory the process lost elsewhere (free drops alone)."""
+    path = os.environ.get("PAGEDLM_GPU_MEMORY_LOG")
+    if not path or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return
+    free, _ = torch.cuda.mem_get_info()
+    with open(path, "a") as log:
+        log.write(f"{nodeid}\t{free >> 20}\t{torch.cuda.memory_allocated() >> 20}\t"
+                  f"{torch.cuda.memory_reserved() >> 20}\t{os.getpid()}\n")

@@ -21,6 +21,7 @@ sizes, a 32,768-block cache); `sizes()` makes that choice.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -60,8 +61,11 @@ def sizes() -> Sizes:
     """CPU: interpreter-sized shapes with small tiles so several query/KV tiles and
     the diagonal show up in tiny contexts. CUDA: the heuristic's tiles and real sizes."""
     if torch.cuda.is_available():
+        # PAGEDLM_TEST_CACHE_CAP_GIB lowers the cap (ci/memcheck_conformance.py: memcheck's
+        # own device memory comes on top); fewer blocks, the same shapes and draws.
+        cap_gib = float(os.environ.get("PAGEDLM_TEST_CACHE_CAP_GIB", 12))
         return Sizes("cuda", ((1, 1), (9, 3), (8, 2), (16, 1), (32, 8), (32, 32)), 6, 3072,
-                     (None, 64, 128), (None, 32, 64), 32768, 12 << 30)
+                     (None, 64, 128), (None, 32, 64), 32768, int(cap_gib * (1 << 30)))
     return Sizes("cpu", ((1, 1), (2, 1), (4, 4), (9, 3), (8, 2), (16, 1)), 3, 80,
                  (16, 32), (16, 32), None, 1 << 30)
 
@@ -104,8 +108,11 @@ def prefill_cases(draw: st.DrawFn, cache_kind: object = None, query_dtype: torch
         prefixes=prefixes, qlens=qlens, block_m=block_m, block_n=draw(st.sampled_from(sz.block_ns)))
 
 
-def build_case(seed: int, p: dict, cache_kind: object = None) -> Case:
+def build_case(seed: int, p: dict, cache_kind: object = None, cache_bytes_cap: int | None = None) -> Case:
+    """The tensors of a drawn case; on CUDA in a cache of up to 32,768 blocks, fewer
+    when that would pass `cache_bytes_cap` (default: the size plan's)."""
     sz = sizes()
+    cap = sz.cache_bytes_cap if cache_bytes_cap is None else cache_bytes_cap
     gen = torch.Generator().manual_seed(seed)
     hq, hkv = p["heads"]
     d, bs, qdtype = p["head_dim"], p["block_size"], p["query_dtype"]
@@ -115,7 +122,7 @@ def build_case(seed: int, p: dict, cache_kind: object = None) -> Case:
     num_blocks = None
     if sz.num_blocks is not None:
         row_bytes = 2 * bs * hkv * d * torch.empty(0, dtype=cache_dtype).element_size()
-        num_blocks = max(min(sz.num_blocks, sz.cache_bytes_cap // row_bytes),
+        num_blocks = max(min(sz.num_blocks, cap // row_bytes),
                          sum(-(-c // bs) for c in contexts) + 1)
     kv = make_paged_kv(gen, contexts, hkv, d, bs, cache_dtype, sz.device, num_blocks=num_blocks)
     query = torch.randn((sum(p["qlens"]), hq, d), generator=gen).to(qdtype).to(sz.device)
@@ -205,7 +212,7 @@ def test_gpu_int32_offsets_overflow_guard() -> None:
     heads, head_dim 128: 131,072 elements per block), contexts up to 4096."""
     p = dict(heads=(32, 8), head_dim=128, block_size=64, query_dtype=torch.bfloat16, cache_kind="auto",
              prefixes=[0, 3072, 1000], qlens=[4096, 1024, 1], block_m=None, block_n=None)
-    case = build_case(7, p)
+    case = build_case(7, p, cache_bytes_cap=12 << 30)     # 8.6 GB: whole, whatever the plan's cap
     kv = case.kv
     used = [b for row, ctx in zip(kv.block_tables.tolist(), kv.context_lens.tolist())
             for b in row[:-(-ctx // kv.block_size)]]
