@@ -162,6 +162,12 @@ def run_chunk(index: int, ids: list[str], args: argparse.Namespace, work: Path, 
     return ChunkResult(index, ids, time.monotonic() - t0, code, out, junit if junit.exists() else None)
 
 
+def cuda_available(python: str) -> bool:
+    probe = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True)
+    return probe.stdout.strip() == "True"
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python3 ci/memcheck_conformance.py", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -191,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print("memcheck_conformance: compute-sanitizer is not on PATH (it comes with the CUDA toolkit)",
               file=sys.stderr)
         return 2
-    probe = subprocess.run([args.python, "-c", "import torch; print(torch.cuda.is_available())"],
-                           capture_output=True, text=True)
-    if probe.stdout.strip() != "True":
+    if not cuda_available(args.python):
         print("memcheck_conformance: no CUDA device here (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2
     start = time.monotonic()

@@ -7,6 +7,7 @@ import stat
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ci"))
@@ -108,13 +109,19 @@ def test_parse_args_pytest_targets_and_bad_values(capsys) -> None:
         raise AssertionError("--parallel 0 was accepted")
 
 
-def test_run_chunk_through_a_stand_in_sanitizer(tmp_path) -> None:
+def _stand_in_sanitizer(tmp_path: Path) -> Path:
+    """A `compute-sanitizer` that drops memcheck's options (up to the python
+    executable), runs the rest and prints a clean closing line."""
     fake = tmp_path / "bin" / "compute-sanitizer"
     fake.parent.mkdir()
-    # Drops memcheck's own options (up to the python executable), runs the rest.
     fake.write_text('#!/bin/sh\nwhile [ "$1" != "' + sys.executable + '" ]; do shift; done\n'
                     '"$@"; rc=$?\necho "========= ERROR SUMMARY: 0 errors"\nexit $rc\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return fake
+
+
+def test_run_chunk_through_a_stand_in_sanitizer(tmp_path) -> None:
+    fake = _stand_in_sanitizer(tmp_path)
     args = mc.parse_args([str(tmp_path)])
     args.python = sys.executable
     env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "HYPOTHESIS_PROFILE": "ci"}
@@ -131,3 +138,24 @@ def test_run_chunk_through_a_stand_in_sanitizer(tmp_path) -> None:
 def test_collect_finds_the_kernel_subset() -> None:
     ids = mc.collect(sys.executable, ["conformance/test_kernel_conversions.py", "conformance/test_bench_gate.py"])
     assert ids and all(i.startswith("conformance/test_kernel_conversions.py::") for i in ids)   # not marked: left out
+
+
+def test_whole_run_through_a_stand_in_sanitizer(tmp_path, monkeypatch, capsys) -> None:
+    """main() end to end on two CPU test files: collection, chunks, merge, files, verdict."""
+    fake = _stand_in_sanitizer(tmp_path)
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    monkeypatch.setattr(mc, "cuda_available", lambda python: True)
+    monkeypatch.setattr(mc, "MARKERS", "not gpu")            # CPU-runnable tests stand in for the GPU subset
+    out = tmp_path / "out"
+    code = mc.main([str(out), "--tests-per-process", "3", "--parallel", "2", "--cap-s", "300", "--",
+                    "conformance/test_bench_gate.py", "conformance/test_bench_sweep.py"])
+    text = (out / "memcheck_conformance.txt").read_text()
+    assert code == 0, text[-3000:]
+    suite = ET.parse(out / "memcheck_conformance.xml").getroot().find("testsuite")
+    n = int(suite.get("tests"))
+    assert n >= 10 and suite.get("failures") == "0"
+    assert text.splitlines()[0].startswith("memcheck over the GPU conformance: CLEAN (0 errors in")
+    assert f"{n} of {n} tests passed" in text.splitlines()[0]
+    per_file = Counter(case.get("classname") for case in suite.iter("testcase"))
+    assert len(per_file) == 2 and text.count("===== chunk ") == sum(-(-k // 3) for k in per_file.values())
+    assert (out / "memcheck_memory.txt").exists()
