@@ -1,9 +1,10 @@
 """The GPU conformance subset under compute-sanitizer memcheck (`make gpu-memcheck`).
 
-    python3 ci/memcheck_conformance.py [OUT_DIR] [--parallel 3] [--tests-per-process 8]
-                                       [--cap-s 560] [--cache-cap-gib 2] [--caching] [-- PYTEST_ARGS]
+    python3 ci/memcheck_conformance.py [OUT_DIR] [--parallel 3] [--tests-per-process 4]
+                                       [--cap-s 560] [--cache-cap-gib 1] [--caching] [-- PYTEST_ARGS]
 
-Every test of `pytest -m "gpu or kernel"` (ci Hypothesis profile) runs under
+Every test of `pytest -m "gpu or kernel"` (the `memcheck` Hypothesis profile: 9
+examples where a test does not set its own count) runs under
 memcheck, a few tests per process, several processes at a time, so no process
 lives long enough to gather much memory: with one long-lived pytest process per
 worker, memcheck runs lost the H100's memory during the prefill tests
@@ -176,10 +177,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("out_dir", nargs="?", default=os.environ.get("OUT", "out"), help="results folder "
                     "(default: $OUT, else ./out)")
     ap.add_argument("--parallel", type=int, default=3, help="sanitizer processes at a time (default 3)")
-    ap.add_argument("--tests-per-process", type=int, default=8, help="tests per process (default 8)")
+    ap.add_argument("--tests-per-process", type=int, default=4, help="tests per process (default 4)")
     ap.add_argument("--cap-s", type=float, default=float(os.environ.get("MEMCHECK_CAP_S", 560)),
                     help="seconds for the whole run; chunks not started by then are reported (default 560)")
-    ap.add_argument("--cache-cap-gib", type=float, default=2.0, help="largest random prefill cache, GiB (default 2)")
+    ap.add_argument("--cache-cap-gib", type=float, default=1.0, help="largest random prefill cache, GiB (default 1)")
     ap.add_argument("--caching", action="store_true", help="keep torch's caching allocator (weaker check)")
     ap.add_argument("--python", default=os.environ.get("PYTHON", sys.executable), help=argparse.SUPPRESS)
     argv = list(argv)
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     memory_log = out_dir / "memcheck_memory.txt"
     memory_log.write_text("# node id, free GPU memory, torch allocated, torch reserved (MiB), pid\n")
-    env = dict(os.environ, HYPOTHESIS_PROFILE="ci", PYTHONUNBUFFERED="1", PAGEDLM_GPU_MEMORY_LOG=str(memory_log),
+    env = dict(os.environ, HYPOTHESIS_PROFILE="memcheck", PYTHONUNBUFFERED="1", PAGEDLM_GPU_MEMORY_LOG=str(memory_log),
                PAGEDLM_TEST_CACHE_CAP_GIB=str(args.cache_cap_gib))
     if not args.caching:
         env["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"

@@ -27,6 +27,13 @@ settings.register_profile(
     "gpu", derandomize=True, deadline=None, max_examples=20, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# memcheck: the GPU subset under compute-sanitizer (ci/memcheck_conformance.py): every
+# kernel path at full size, few examples, since each one runs ~10x slower there and
+# frees memory memcheck may hold on to.
+settings.register_profile(
+    "memcheck", derandomize=True, deadline=None, max_examples=9, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 # nightly: many examples, the example database kept so failures replay.
 settings.register_profile(
     "nightly", deadline=None, max_examples=1000,
