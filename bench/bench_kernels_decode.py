@@ -72,7 +72,8 @@ def _flex_wanted(case: tuple) -> str | None:
 
 @pytest.fixture(scope="module")
 def flex_attend():
-    """flex_attention compiled once for the module, with room for one graph per shape family."""
+    """flex_attention compiled once for the module, with room for one graph per batch
+    and head shape (flex_decode_fn marks both static: see bench/peers.py)."""
     from torch.nn.attention.flex_attention import flex_attention
     cfg = torch._dynamo.config
     limit = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
@@ -82,7 +83,7 @@ def flex_attend():
 
 def _time_flex(p, ref, attend, gpu_timer, info: dict, page_size: int | None, prefix: str):
     """Build, check and time the FlexAttention peer; its figures go into `info` under `prefix`."""
-    from bench.peers import flex_decode_fn
+    from bench.peers import flex_decode_fn, flex_kernel_kind
     gc.collect()
     torch.cuda.empty_cache()
     fn = flex_decode_fn(p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale, p.context,
@@ -92,6 +93,7 @@ def _time_flex(p, ref, attend, gpu_timer, info: dict, page_size: int | None, pre
     torch.cuda.synchronize()
     info[f"{prefix}first_call_s"] = time.perf_counter() - t0  # compilation, when the shape is new to dynamo
     info[f"{prefix}page_size"] = page_size or p.kv_cache.shape[2]
+    info[f"{prefix}kernel"] = flex_kernel_kind(p.query.shape[1], p.kv_cache.shape[3])
     samples = gpu_timer(fn)
     info.update(samples.summary(prefix))
     del info[f"{prefix}samples_s"]

@@ -28,8 +28,10 @@ def torch_write(p: WriteProblem, kv_cache: torch.Tensor, kv_scales: torch.Tensor
         if is_quantized(kv_cache.dtype):
             rows, scales = quantize_rows(rows, kv_cache.dtype)
             kv_scales[blk, i, off] = scales
-        # through uint8: index_put has no float8 kernel
-        kv_cache.view(torch.uint8)[blk, i, off] = rows.view(torch.uint8)
+        if kv_cache.element_size() == 1:    # through uint8: index_put has no float8 kernel
+            kv_cache.view(torch.uint8)[blk, i, off] = rows.view(torch.uint8)
+        else:                               # in the cache's dtype: a uint8 view would move single bytes
+            kv_cache[blk, i, off] = rows.to(kv_cache.dtype)
 
 
 def _dequantized(kv_cache: torch.Tensor, kv_scales: torch.Tensor | None) -> torch.Tensor:

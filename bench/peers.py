@@ -11,11 +11,17 @@
     `page_size` tokens (128 suits flex's tiles) under a random page table.
   Full pages go in the full-block lists (no mask_mod evaluated); a sequence's
   last, partial page goes in the partial list, where mask_mod keeps its live
-  slots. Seen with torch 2.11 on an H100 (2026-11): the kv index lists must be
+  slots. Flex's decoding kernel sizes its KV splits by the whole kv length (all
+  pages of the pool), not by one sequence's pages, so at small batches some of
+  its splits get no pages: a limitation of flex over a shared page pool (torch's
+  own PagedAttention helper builds the same BlockMask), kept as the peer is
+  shipped. It also needs Hq/Hkv to be a power of two: 9/3 runs flex's general
+  kernel, one program per query head (`flex_kernel` in the JSON says which). Seen with torch 2.11 on an H100 (2026-11): the kv index lists must be
   as wide as the number of kv blocks (as the helper makes them), else the
   compiled kernel returns wrong results or reads out of bounds.
 - Gather + SDPA: index the cache with the block table into contiguous K/V,
-  dequantise if needed, then `scaled_dot_product_attention` (the naive way).
+  dequantise if needed (in the query dtype), then `scaled_dot_product_attention`
+  (the naive way).
 - SDPA flash for prefill, on the unpaged tensors.
 """
 from __future__ import annotations
@@ -116,6 +122,15 @@ def flex_relayout(kv_cache: torch.Tensor, block_tables: torch.Tensor, max_contex
     return k.view(flat), v.view(flat), table.to(torch.int32)
 
 
+def flex_kernel_kind(num_heads: int, num_kv_heads: int) -> str:
+    """Which flex kernel inductor picks for our (static-batch, one-token) decode:
+    its decoding kernel needs Hq / Hkv to be a power of two."""
+    ratio = num_heads // num_kv_heads
+    if ratio >= 1 and ratio & (ratio - 1) == 0:
+        return "flex decoding"
+    return f"flex general (GQA ratio {ratio} is not a power of two)"
+
+
 def flex_decode_fn(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
                    context_lens: torch.Tensor, scale: float, max_context: int, page_size: int | None = None,
                    attend: Callable[..., torch.Tensor] = flex_attention) -> Callable[[], torch.Tensor]:
@@ -135,6 +150,11 @@ def flex_decode_fn(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: to
         mask = flex_block_mask(table, context_lens, table.numel(), page_size)
         options = {"BLOCK_N": page_size} if page_size < 64 else None
     q = query.unsqueeze(2)
+    # Inductor picks flex's decoding kernel only for a static batch and head count;
+    # after one recompile dynamo would make the batch symbolic and every later batch
+    # size would run the general flex kernel (seen in session 3's review).
+    torch._dynamo.mark_static(q, 0)
+    torch._dynamo.mark_static(q, 1)
     gqa = query.shape[1] != kv_cache.shape[3]
 
     def run() -> torch.Tensor:
@@ -153,8 +173,8 @@ def gather_kv(kv_cache: torch.Tensor, block_tables: torch.Tensor, max_context: i
     out = []
     for i in (0, 1):
         rows = kv_cache[:, i][idx]                              # [B, cols, bs, Hkv, D]
-        if kv_scales is not None:
-            rows = rows.to(torch.float32) * kv_scales[:, i][idx].unsqueeze(-1)
+        if kv_scales is not None:          # in the attention dtype, as a fair naive peer would
+            rows = rows.to(dtype) * kv_scales[:, i][idx].unsqueeze(-1).to(dtype)
         rows = rows.to(dtype).view(num_seqs, cols * block_size, hkv, d)[:, :max_context]
         out.append(rows.transpose(1, 2))
     return out[0], out[1]

@@ -150,13 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots", type=Path, default=HERE / "plots", help="folder for PNG plots (default bench/plots)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(argv)
+    target = args.out or args.readme
     try:
         devices = find_devices(args.results)
+        body = render(devices, None if args.no_plots else args.plots, target.parent)
     except ValueError as exc:
         print(f"bench.report: {exc}", file=sys.stderr)
         return 2
-    target = args.out or args.readme
-    body = render(devices, None if args.no_plots else args.plots, target.parent)
     if args.out:
         args.out.write_text(body)
     else:

@@ -16,7 +16,7 @@ usage: ci/gpu_suite.sh [OUT_DIR] [--quick] [--tests-only | --bench-only]
   --tests-only  conformance + memcheck only
   --bench-only  benchmarks + report only
 Environment: SUITE_BUDGET_S (default 570) bounds the whole run; WANT_CONFORMANCE_S (default
-300) caps the GPU conformance; KERNEL_TEST_WORKERS (default 8) its pytest-xdist workers; a step stopped at
+300) caps the GPU conformance, WANT_DECODE_S (default 240) the decode benchmark; KERNEL_TEST_WORKERS (default 8) its pytest-xdist workers; a step stopped at
 its cap gets SIGINT, so pytest still writes what it finished. PYTHON (default python3).
 Exit status: 0 when every step passed.
 EOF
@@ -43,8 +43,11 @@ PY="${PYTHON:-python3}"
 budget="${SUITE_BUDGET_S:-570}"
 profile=gpu; [ "$quick" = 1 ] && profile=ci && export BENCH_QUICK=1
 # Seconds each step may want (typical on an H100 in brackets), and what the bench keeps back.
-want_conformance=${WANT_CONFORMANCE_S:-300} want_sanitizer=60   # [200-295 with 6 workers, 31]
-want_decode=130 want_prefill=25 want_write=20     # [105, 10-15, 5-10]
+want_conformance=${WANT_CONFORMANCE_S:-300} want_sanitizer=60   # [189-206 with 8 workers, 31]
+# decode [105 s while flex ran one dynamic-batch graph; now one flex compile per batch and
+# head shape, not yet timed]. When the two steps do not fit one budget, run --tests-only
+# and --bench-only separately.
+want_decode=${WANT_DECODE_S:-240} want_prefill=25 want_write=20     # [?, 10-15, 5-10]
 bench_reserve=$(( bench ? want_decode + want_prefill + want_write + 15 : 0 ))
 status=0
 declare -a summary

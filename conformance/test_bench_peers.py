@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.peers import flex_decode_fn, flex_kv_views, gather_kv, gather_sdpa_decode
+from bench.peers import flex_decode_fn, flex_kernel_kind, flex_kv_views, gather_kv, gather_sdpa_decode
 from bench.problems import decode_problem, prefill_problem, write_problem
 from conformance.paged_cases import make_paged_kv, rel_error
 from reference.attention import paged_decode
@@ -86,3 +86,29 @@ def test_write_problem_slots() -> None:
     assert len(set(slots)) == 40 and all(0 <= s < p.kv_cache.shape[0] * 16 for s in slots)
     assert all(b - a == 1 for i, (a, b) in enumerate(zip(slots, slots[1:])) if (i + 1) % 16)  # in order in a block
     assert p.bytes_moved() == 2 * 40 * 2 * 16 * 4 + 40 * 8 + 2 * 40 * 2 * 16 * 1 + 2 * 40 * 2 * 4
+
+
+def test_flex_kernel_kind_follows_inductors_rule() -> None:
+    """Inductor's flex decoding kernel needs Hq / Hkv to be a power of two (torch's
+    _use_flex_decoding); the JSON records which kernel a ratio was measured against."""
+    assert flex_kernel_kind(32, 8) == flex_kernel_kind(32, 32) == flex_kernel_kind(16, 1) == "flex decoding"
+    assert flex_kernel_kind(9, 3).startswith("flex general (GQA ratio 3")
+    assert flex_kernel_kind(12, 2).startswith("flex general (GQA ratio 6")
+
+
+def test_flex_peer_keeps_batch_static_across_batches() -> None:
+    """Compiled once for several batch sizes, flex must see a static batch each time
+    (a symbolic batch sends inductor to flex's general kernel)."""
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.append(next(t.shape for t in example_inputs if isinstance(t, torch.Tensor) and t.dim() == 4))
+        return gm.forward
+    from torch.nn.attention.flex_attention import flex_attention
+    attend = torch.compile(flex_attention, fullgraph=True, backend=backend)
+    for batch, context in [(1, 64), (1, 200), (3, 64), (5, 130)]:
+        p = decode_problem(batch, context, 8, 2, 16, device="cpu")
+        flex_decode_fn(p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale, p.context, page_size=128,
+                       attend=attend)()
+    assert seen and all(isinstance(s[0], int) for s in seen), seen
+    assert {s[0] for s in seen} == {1, 3, 5}

@@ -59,8 +59,8 @@ def test_tables_and_goals_from_extra_info(tmp_path) -> None:
     assert _row(text, "| decode B=64 L=4096 32/8/128 ≥ 90%").endswith("| 93.4% | met |")
     assert _row(text, "| decode B=8 L=4096 32/8/128 ≥ 70%").endswith("| 61.2% | missed |")
     assert _row(text, "| decode headline ≥ 1.5×").endswith("| 1.800× | met |")
-    assert _row(text, "| prefill L=4096 32/32/128").endswith("| 0.799× | missed |")  # 0.7987 < 0.8
-    assert _row(text, "| prefill L=4096 32/8/128").endswith("| – | not measured |")
+    assert _row(text, "| prefill B=4 L=4096 32/32/128").endswith("| 0.799× | missed |")  # 0.7987 < 0.8
+    assert _row(text, "| prefill B=4 L=4096 32/8/128").endswith("| – | not measured |")
     assert _row(text, "| (for reference) headline vs FlexAttention in place").endswith("| 9.500× | – |")
     assert _row(text, "| write_kv bf16").endswith("| 84.7% | met |")
     assert "| 1.90× | 98% of the byte ratio |" in text
@@ -88,6 +88,15 @@ def test_bad_input(tmp_path, capsys) -> None:
     assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 2
     assert "no 'benchmarks' list" in capsys.readouterr().err
     assert report.main(["--results", str(tmp_path / "nope"), "--out", str(tmp_path / "r.md")]) == 2
+
+
+def test_two_runs_of_one_problem_in_a_folder_are_an_error(tmp_path, capsys) -> None:
+    """A goal must not depend on which of two JSON files is read first."""
+    (tmp_path / "bench_decode.json").write_text(json.dumps(_doc()))
+    (tmp_path / "bench_decode_again.json").write_text(json.dumps(_doc()))
+    assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "r.md"), "--no-plots"]) == 2
+    assert "2 decode records match cache_dtype=bf16, batch=64" in capsys.readouterr().err
+    assert not (tmp_path / "r.md").exists()
 
 
 def test_machine_line_says_when_the_tree_was_dirty() -> None:
