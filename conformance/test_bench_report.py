@@ -21,7 +21,8 @@ def _decode(dtype: str, batch: int, median_s: float, pct: float, **extra) -> dic
 
 def _doc() -> dict:
     benches = [
-        _decode("bf16", 64, 3.4e-4, 93.4, speedup_vs_flex=1.8, speedup_vs_gather=5.1, speedup_vs_flex_inplace=9.5),
+        _decode("bf16", 64, 3.4e-4, 93.4, speedup_vs_flex=1.8, speedup_vs_gather=5.1, speedup_vs_flex_inplace=9.5,
+                flex_kernel="flex decoding"),
         _decode("bf16", 8, 6.0e-5, 61.2, speedup_vs_flex=1.2, speedup_vs_gather=3.0),
         _decode("fp8", 64, 1.8e-4, 90.0, speedup_vs_bf16=1.9, byte_ratio_vs_bf16=1.94),
         {"name": "test_paged_prefill[L4096]", "extra_info": {
@@ -88,6 +89,21 @@ def test_bad_input(tmp_path, capsys) -> None:
     assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 2
     assert "no 'benchmarks' list" in capsys.readouterr().err
     assert report.main(["--results", str(tmp_path / "nope"), "--out", str(tmp_path / "r.md")]) == 2
+
+
+def test_flex_goal_needs_flex_decoding_kernel(tmp_path) -> None:
+    """A Flex ratio measured against flex's general kernel (or an unrecorded one) proves nothing."""
+    for kernel, verdict in [(None, "unproven: peer ran an unrecorded flex kernel"),
+                            ("flex general (GQA ratio 3 is not a power of two)", "unproven: peer ran flex general")]:
+        doc = _doc()
+        info = doc["benchmarks"][0]["extra_info"]
+        info.pop("flex_kernel")
+        if kernel:
+            info["flex_kernel"] = kernel
+        (tmp_path / "bench_decode.json").write_text(json.dumps(doc))
+        assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "r.md"), "--no-plots"]) == 0
+        row = _row((tmp_path / "r.md").read_text(), "| decode headline ≥ 1.5×")
+        assert "| 1.800× | " + verdict in row and "| met |" not in row
 
 
 def test_two_runs_of_one_problem_in_a_folder_are_an_error(tmp_path, capsys) -> None:
