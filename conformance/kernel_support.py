@@ -3,8 +3,10 @@
 The SAME test functions run on CPU (Triton interpreter, small sizes) and on a
 CUDA GPU (full sizes); `size_plan()` is the one place that decides.
 
-Written tolerances (decode output vs the float64 oracle; `rel` bounds
-‖out − ref‖/‖ref‖, elementwise |out − ref| <= atol + rtol·|ref|):
+Written tolerances for compiled GPU code (decode output vs the float64 oracle;
+`rel` bounds ‖out − ref‖/‖ref‖ of every output row — one token and head —
+elementwise |out − ref| <= atol·RMS(row of ref) + rtol·|ref|; the interpreter on
+CPU has its own, tighter table below, `_CPU_TOLERANCES`):
 
 | query dtype | rel    | atol, rtol | why |
 |-------------|--------|------------|-----|
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from conformance.paged_cases import PagedKV, rel_error
+from conformance.paged_cases import PagedKV
 from reference.attention import paged_decode as oracle_paged_decode
 
 
@@ -64,32 +66,75 @@ class Tolerance:
     rtol: float
 
 
+# Compiled GPU code: native bf16/fp16/tf32-free dots (the module docstring's table).
+_GPU_TOLERANCES = {torch.float32: Tolerance(2e-5, 1e-5, 1e-5), torch.float16: Tolerance(3e-3, 4e-3, 4e-3),
+                   torch.bfloat16: Tolerance(1.5e-2, 2e-2, 2e-2)}
+# The interpreter: dots in float32 (DOT_FP32), so only the rounding of p to the dot
+# dtype and of the output remain. Worst seen over the CPU decode suite (ci and dev
+# profiles, 2026-11-28), row relative / element |diff| over its row's RMS: float32
+# 7.6e-7 / 1.8e-6, float16 2.8e-4 / 1.7e-3, bfloat16 2.3e-3 / 1.2e-2; bounds ~3x that.
+_CPU_TOLERANCES = {torch.float32: Tolerance(3e-6, 6e-6, 6e-6), torch.float16: Tolerance(1e-3, 5e-3, 2e-3),
+                   torch.bfloat16: Tolerance(8e-3, 3e-2, 1e-2)}
+
+
 def tolerance(query_dtype: torch.dtype) -> Tolerance:
-    """The table in this module's docstring."""
-    if query_dtype == torch.float32:
-        return Tolerance(2e-5, 1e-5, 1e-5)
-    if query_dtype == torch.float16:
-        return Tolerance(3e-3, 4e-3, 4e-3)
-    return Tolerance(1.5e-2, 2e-2, 2e-2)
+    """Bounds for the kernel's output vs the float64 oracle, by query dtype, for
+    where the tests run (interpreter on CPU, compiled on a GPU)."""
+    table = _GPU_TOLERANCES if torch.cuda.is_available() else _CPU_TOLERANCES
+    return table[query_dtype]
 
 
 def quantised_vs_bf16_rel(cache_dtype: torch.dtype) -> float:
     return 3e-2 if cache_dtype == torch.int8 else 1e-1
 
 
+def row_errors(out: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per output row (one query token and head, float64): ‖out − ref‖ / ‖ref‖,
+    the elements' |out − ref| and the row's RMS(ref). Per row, so a long context's
+    row is not averaged away by short ones (its values shrink like 1/sqrt(context)).
+    A zero reference row (context 0) gets a unit scale: it must come out ~zero."""
+    out64, ref64 = out.double().cpu(), ref.double().cpu()
+    d = ref64.shape[-1]
+    diff = (out64 - ref64).reshape(-1, d)
+    norm = ref64.reshape(-1, d).norm(dim=1)
+    scale = torch.where(norm > 0, norm, torch.ones_like(norm))
+    return diff.norm(dim=1) / scale, diff.abs(), (scale / d ** 0.5)[:, None]
+
+
 def assert_close(out: torch.Tensor, ref: torch.Tensor, tol: Tolerance, what: str = "") -> None:
+    """Every row within tol.rel (relative, per row); every element within
+    tol.atol x its row's RMS + tol.rtol x |ref|."""
     out64, ref64 = out.double().cpu(), ref.double().cpu()
     assert torch.isfinite(out64).all(), f"{what}: non-finite output"
-    err = rel_error(out64, ref64)
-    assert err <= tol.rel, f"{what}: relative error {err:.3g} > {tol.rel}"
-    bad = (out64 - ref64).abs() > tol.atol + tol.rtol * ref64.abs()
-    assert not bad.any(), (f"{what}: {int(bad.sum())} elements off, worst |diff| "
-                           f"{float((out64 - ref64).abs().max()):.3g}")
+    row_rel, diff, rms = row_errors(out64, ref64)
+    worst = int(row_rel.argmax())
+    assert float(row_rel[worst]) <= tol.rel, (f"{what}: row {worst} (of {row_rel.numel()}) relative error "
+                                              f"{float(row_rel[worst]):.3g} > {tol.rel}")
+    bad = diff > tol.atol * rms + tol.rtol * ref64.reshape(diff.shape).abs()
+    assert not bad.any(), (f"{what}: {int(bad.sum())} elements off, worst {float((diff / rms).max()):.3g} "
+                           f"x its row's RMS")
+
+
+GUARD_ROWS = 256   # NaN rows (of the output's trailing shape) on each side of a poisoned buffer
 
 
 def poisoned_like(x: torch.Tensor) -> torch.Tensor:
-    """An output buffer full of NaN: whatever the kernel fails to write stays NaN."""
-    return torch.full_like(x, float("nan"))
+    """An output buffer full of NaN, inside a larger NaN buffer: whatever the kernel
+    fails to write stays NaN, and a write past either end (up to GUARD_ROWS rows,
+    more than any kernel tile) lands in the guard (see `assert_guard_intact`)
+    rather than in other memory."""
+    guard = GUARD_ROWS * (x[0].numel() if x.dim() > 1 and x.shape[0] else 16)
+    buf = torch.full((x.numel() + 2 * guard,), float("nan"), dtype=x.dtype, device=x.device)
+    return buf[guard:guard + x.numel()].view(x.shape)
+
+
+def assert_guard_intact(out: torch.Tensor, what: str = "") -> None:
+    """The NaN guard around a `poisoned_like` buffer is untouched: no write past its ends."""
+    base = out._base
+    assert base is not None and base.numel() > out.numel(), "not a poisoned_like buffer"
+    guard = (base.numel() - out.numel()) // 2
+    rest = torch.cat([base[:guard], base[guard + out.numel():]]).float()
+    assert rest.isnan().all(), f"{what}: {int((~rest.isnan()).sum())} writes outside the output tensor"
 
 
 def compact_cpu(kv: PagedKV) -> PagedKV:

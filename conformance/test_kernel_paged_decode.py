@@ -9,17 +9,18 @@ Tolerances: the table in conformance/kernel_support.py. Sizes: size_plan()
 from __future__ import annotations
 
 from dataclasses import dataclass
+from unittest import mock
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance.kernel_support import (assert_close, oracle_decode, poisoned_like, quantised_vs_bf16_rel,
-                                        size_plan, tolerance)
+from conformance.kernel_support import (assert_close, assert_guard_intact, oracle_decode, poisoned_like,
+                                        quantised_vs_bf16_rel, size_plan, tolerance)
 from conformance.paged_cases import PagedKV, make_paged_kv, rel_error
 from kernels import paged_decode
-from kernels.decode_splits import auto_splits, choose_decode_config
+from kernels.decode_splits import MAX_SPLITS, MIN_SPLIT_TOKENS, auto_splits, choose_decode_config
 
 PLAN = size_plan()
 BLOCK_SIZES = (8, 16, 32, 64)
@@ -57,6 +58,7 @@ def run_kernel(case: Case, num_splits: int | None = None) -> torch.Tensor:
     ret = paged_decode(case.query, kv.kv_cache, kv.block_tables, kv.context_lens, case.scale, kv.kv_scales,
                        out=out, num_splits=num_splits)
     assert ret.data_ptr() == out.data_ptr() and ret.dtype == case.query.dtype
+    assert_guard_intact(out, "paged_decode")
     return out
 
 
@@ -77,23 +79,34 @@ def context_lens(draw: st.DrawFn, block_size: int, num_seqs: int) -> list[int]:
     return [draw(one(PLAN.long_context if i < PLAN.long_seqs else PLAN.short_context)) for i in range(num_seqs)]
 
 
+def _rotated(values: tuple, salt: int) -> tuple:
+    """`values` rotated by `salt`: derandomised Hypothesis draws the same choice
+    indices in every parametrized variant, so each variant sees other values."""
+    k = salt % len(values)
+    return values[k:] + values[:k]
+
+
 @st.composite
-def decode_cases(draw: st.DrawFn) -> dict:
-    block_size = draw(st.sampled_from(BLOCK_SIZES))
+def decode_cases(draw: st.DrawFn, query_dtype: torch.dtype, salt: int) -> dict:
+    block_size = draw(st.sampled_from(_rotated(BLOCK_SIZES, salt)))
     return dict(
         seed=draw(st.integers(0, 2**31 - 1)),
         ctx=draw(context_lens(block_size, draw(st.integers(1, PLAN.max_seqs)))),
         block_size=block_size,
-        head_dim=draw(st.sampled_from(HEAD_DIMS)),
-        heads=draw(st.sampled_from(HEAD_PAIRS)),
-        query_dtype=draw(st.sampled_from(QUERY_DTYPES)),
-        kind=draw(st.sampled_from(CACHE_KINDS)),
+        head_dim=draw(st.sampled_from(_rotated(HEAD_DIMS, 2 * salt))),
+        heads=draw(st.sampled_from(_rotated(HEAD_PAIRS, 4 * salt))),
+        query_dtype=query_dtype,
+        kind=draw(st.sampled_from(_rotated(CACHE_KINDS, salt))),
     )
 
 
-@settings(max_examples=PLAN.decode_examples)
-@given(case=decode_cases())
-def test_decode_matches_oracle(case: dict) -> None:
+@pytest.mark.parametrize("salt,query_dtype", enumerate(QUERY_DTYPES), ids=str)
+@settings(max_examples=max(4, PLAN.decode_examples // len(QUERY_DTYPES)))
+@given(data=st.data())
+def test_decode_matches_oracle(salt: int, query_dtype: torch.dtype, data: st.DataObject) -> None:
+    """Random shapes, contexts and cache kinds against the float64 oracle, every
+    query dtype (a variant each, so none is starved by Hypothesis' draw order)."""
+    case = data.draw(decode_cases(query_dtype, salt), label="case")
     hq, hkv = case["heads"]
     out, ref, _ = run_decode(case["seed"], case["ctx"], case["block_size"], case["head_dim"], hq, hkv,
                              case["query_dtype"], case["kind"])
@@ -121,7 +134,7 @@ CORNERS = [
 def test_decode_corners(head_dim: int, block_size: int, heads: tuple[int, int], query_dtype: torch.dtype,
                         kind: str) -> None:
     long = PLAN.long_context
-    ctx = [1, block_size - 1, block_size + 1, long] if PLAN.device == "cpu" else \
+    ctx = [1, block_size - 1, block_size, block_size + 1, long] if PLAN.device == "cpu" else \
         [1, block_size - 1, block_size, block_size + 1, 2 * block_size, long, long // 3]
     out, ref, _ = run_decode(head_dim * 7 + block_size, ctx, block_size, head_dim, *heads, query_dtype, kind)
     assert_close(out, ref, tolerance(query_dtype), f"{head_dim=} {block_size=} {heads=} {query_dtype} {kind}")
@@ -153,6 +166,7 @@ def test_whole_and_partial_tiles(num_splits: int | None, kind: str) -> None:
     kv = case.kv
     paged_decode(case.query, kv.kv_cache, kv.block_tables, kv.context_lens, case.scale, kv.kv_scales, out=out,
                  num_splits=num_splits, block_n=16)
+    assert_guard_intact(out, f"{num_splits=} {kind}")
     assert_close(out, oracle_decode(case.query, kv, case.scale), tolerance(torch.bfloat16),
                  f"{num_splits=} {kind}")
 
@@ -161,7 +175,6 @@ def test_splits_past_one_reduce_chunk_merge() -> None:
     """More splits than the reduce reads at once (MAX_SPLITS): the reduce takes
     several passes, and splits past the context are empty. One sequence, one KV
     head, so the interpreter's cost stays at ~150 programs."""
-    from kernels.decode_splits import MAX_SPLITS
     ctx = [2 * MAX_SPLITS + 7]
     for splits in (MAX_SPLITS + 1, ctx[0], ctx[0] + 20):
         out, ref, _ = run_decode(5, ctx, 16, 64, 2, 1, torch.bfloat16, "auto", num_splits=splits)
@@ -217,18 +230,26 @@ def test_auto_splits_on_h100(batch: int, kv_heads: int, ctx: int, want: int) -> 
     assert auto_splits(batch * kv_heads, ctx, sms=132) == want
 
 
-@settings(max_examples=200)
+@settings(max_examples=300)
 @given(num_seqs=st.integers(0, 300), kv_heads=st.sampled_from([1, 3, 8, 32]), ctx=st.integers(0, 70000),
-       head_dim=st.sampled_from(HEAD_DIMS), elem=st.sampled_from([1, 2, 4]),
+       head_dim=st.sampled_from(HEAD_DIMS), elem=st.sampled_from([1, 2, 4]), sms=st.sampled_from([16, 78, 132]),
        forced=st.one_of(st.none(), st.integers(1, 5000)))
 def test_decode_config_covers_every_token(num_seqs: int, kv_heads: int, ctx: int, head_dim: int, elem: int,
-                                          forced: int | None) -> None:
-    """Splits always cover the longest context; auto splits are whole tiles and never empty."""
-    cfg = choose_decode_config(num_seqs, kv_heads, head_dim, elem, ctx, torch.device(PLAN.device),
-                               num_splits=forced)
+                                          sms: int, forced: int | None) -> None:
+    """The heuristic as it runs on a GPU of `sms` multiprocessors (not the
+    interpreter's fixed 2 splits): splits cover the longest context, are whole
+    tiles, never empty, at most MAX_SPLITS, each >= MIN_SPLIT_TOKENS long unless
+    the context is shorter, and none at all once the grid already fills 2 waves."""
+    with mock.patch("kernels.decode_splits.is_interpreting", return_value=False), \
+            mock.patch("kernels.decode_splits.sm_count", return_value=sms):
+        cfg = choose_decode_config(num_seqs, kv_heads, head_dim, elem, ctx, torch.device("cuda"), num_splits=forced)
     assert cfg.num_splits * cfg.split_len >= ctx and cfg.split_len >= 1
-    if forced is None:
-        assert cfg.split_len % cfg.block_n == 0
-        assert (cfg.num_splits - 1) * cfg.split_len < max(ctx, 1)
-    else:
+    if forced is not None:
         assert cfg.num_splits == forced
+        return
+    assert cfg.split_len % cfg.block_n == 0
+    assert (cfg.num_splits - 1) * cfg.split_len < max(ctx, 1)                     # no empty split
+    assert 1 <= cfg.num_splits <= min(MAX_SPLITS, auto_splits(num_seqs * kv_heads, max(ctx, 1), sms))
+    assert cfg.split_len >= min(max(ctx, 1), MIN_SPLIT_TOKENS)
+    if num_seqs * kv_heads >= 2 * sms:
+        assert cfg.num_splits == 1
