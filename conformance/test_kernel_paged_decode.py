@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance.kernel_support import (assert_close, assert_guard_intact, oracle_decode, poisoned_like,
-                                        quantised_vs_bf16_rel, size_plan, tolerance)
+                                        quantised_vs_bf16_rel, rotated, size_plan, tolerance)
 from conformance.paged_cases import PagedKV, make_paged_kv, rel_error
 from kernels import paged_decode
 from kernels.decode_splits import MAX_SPLITS, MIN_SPLIT_TOKENS, auto_splits, choose_decode_config
@@ -79,24 +79,17 @@ def context_lens(draw: st.DrawFn, block_size: int, num_seqs: int) -> list[int]:
     return [draw(one(PLAN.long_context if i < PLAN.long_seqs else PLAN.short_context)) for i in range(num_seqs)]
 
 
-def _rotated(values: tuple, salt: int) -> tuple:
-    """`values` rotated by `salt`: derandomised Hypothesis draws the same choice
-    indices in every parametrized variant, so each variant sees other values."""
-    k = salt % len(values)
-    return values[k:] + values[:k]
-
-
 @st.composite
 def decode_cases(draw: st.DrawFn, query_dtype: torch.dtype, salt: int) -> dict:
-    block_size = draw(st.sampled_from(_rotated(BLOCK_SIZES, salt)))
+    block_size = draw(st.sampled_from(rotated(BLOCK_SIZES, salt)))
     return dict(
         seed=draw(st.integers(0, 2**31 - 1)),
         ctx=draw(context_lens(block_size, draw(st.integers(1, PLAN.max_seqs)))),
         block_size=block_size,
-        head_dim=draw(st.sampled_from(_rotated(HEAD_DIMS, 2 * salt))),
-        heads=draw(st.sampled_from(_rotated(HEAD_PAIRS, 4 * salt))),
+        head_dim=draw(st.sampled_from(rotated(HEAD_DIMS, 2 * salt))),
+        heads=draw(st.sampled_from(rotated(HEAD_PAIRS, 4 * salt))),
         query_dtype=query_dtype,
-        kind=draw(st.sampled_from(_rotated(CACHE_KINDS, salt))),
+        kind=draw(st.sampled_from(rotated(CACHE_KINDS, salt))),
     )
 
 

@@ -44,7 +44,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conformance.kernel_support import Tolerance, assert_guard_intact, poisoned_like, quantised_vs_bf16_rel, tolerance
+from conformance.kernel_support import (Tolerance, assert_guard_intact, poisoned_like, quantised_vs_bf16_rel,
+                                        rotated, tolerance)
 from conformance.kernel_support import assert_close as rows_close
 from conformance.paged_cases import PagedKV, make_paged_kv, rel_error
 from kernels.paged_prefill import paged_prefill
@@ -97,10 +98,8 @@ class Case:
 
 
 def _pick(draw: st.DrawFn, values: Sequence[T], salt: int) -> T:
-    """sampled_from over `values` rotated by `salt`: derandomised runs make the same
-    choice indices in every variant, the rotation maps them to different values."""
-    k = salt % len(values)
-    return draw(st.sampled_from(tuple(values[k:]) + tuple(values[:k])))
+    """sampled_from over `values` rotated by `salt` (kernel_support.rotated)."""
+    return draw(st.sampled_from(rotated(values, salt)))
 
 
 def _length(draw: st.DrawFn, edges: list[int], cap: int, salt: int) -> int:
