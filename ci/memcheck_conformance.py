@@ -110,13 +110,13 @@ def strip_backtraces(report: str) -> str:
                      and "Saved host backtrace" not in line)
 
 
-def verdict(results: list[ChunkResult], suite: ET.Element, planned: int) -> tuple[bool, str]:
-    tests = suite.find("testsuite")
+def verdict(results: list[ChunkResult], junit: ET.Element, planned: int) -> tuple[bool, str]:
+    """(clean, one-line verdict) from the chunks and their merged JUnit (`merge_junit`)."""
+    tests = junit.find("testsuite")
     n, failed = int(tests.get("tests")), int(tests.get("failures")) + int(tests.get("errors"))
-    errors = [r.sanitizer_errors for r in results]
     incomplete = [r for r in results if r.exit_code is None or r.sanitizer_errors is None]
     not_run = planned - len(results)
-    total_errors = sum(e for e in errors if e is not None)
+    total_errors = sum(r.sanitizer_errors or 0 for r in results)
     if total_errors:
         word = f"NOT CLEAN ({total_errors} errors)"
     elif incomplete or not_run:
