@@ -1,6 +1,7 @@
 """Shared pytest set-up: Hypothesis profiles, GPU skipping, an optional GPU memory log."""
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -57,6 +58,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _return_gpu_memory():
+    """On a GPU, hand what a test freed back to the device: torch's allocator would
+    keep a multi-GiB cache reserved, out of reach of the tests in other workers."""
+    yield
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:

@@ -106,6 +106,23 @@ def test_flex_goal_needs_flex_decoding_kernel(tmp_path) -> None:
         assert "| 1.800× | " + verdict in row and "| met |" not in row
 
 
+def test_missed_flex_goal_states_the_bound_flex_sets(tmp_path) -> None:
+    """Flex at 340 µs on 1.0 GB reads 2941 GB/s = 92.9% of 3167: no kernel can be
+    more than 1/0.929 = 1.077× faster, and the verdict says so."""
+    doc = _doc()
+    info = doc["benchmarks"][0]["extra_info"]
+    info.update(speedup_vs_flex=1.004, bytes=1.0e9, flex_median_s=3.4e-4)
+    doc["benchmarks"][1]["extra_info"]["flex_note"] = (
+        "FlexAttention failed to compile at this size: AssertionError('Ternary expression')")
+    (tmp_path / "bench_decode.json").write_text(json.dumps(doc))
+    assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "r.md"), "--no-plots"]) == 0
+    text = (tmp_path / "r.md").read_text()
+    assert _row(text, "| decode headline ≥ 1.5×") == (
+        "| decode headline ≥ 1.5× FlexAttention paged | 1.004× | missed: flex itself runs at 92.9% of the "
+        "read ceiling, so no kernel can be more than 1.077× faster |")
+    assert "FlexAttention did not run:\n- 32/8/128 B=8 L=4096: FlexAttention failed to compile" in text
+
+
 def test_two_runs_of_one_problem_in_a_folder_are_an_error(tmp_path, capsys) -> None:
     """A goal must not depend on which of two JSON files is read first."""
     (tmp_path / "bench_decode.json").write_text(json.dumps(_doc()))

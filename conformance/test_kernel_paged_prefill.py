@@ -75,15 +75,26 @@ class Sizes:
     cache_bytes_cap: int                 # fewer blocks when 32,768 would not fit this
 
 
+def _gpu_cache_cap() -> int:
+    """Bytes one drawn cache may take: 12 GiB, shared out so that every pytest-xdist
+    worker can hold its largest cache at once in under half the card (nine prefill
+    variants drew 12 GiB caches side by side and ran an 80 GB H100 out of memory).
+    PAGEDLM_TEST_CACHE_CAP_GIB sets it outright (ci/memcheck_conformance.py, where
+    memcheck's own device memory comes on top). Fewer blocks; the same shapes and draws.
+    The int32-offset tests size their caches themselves."""
+    if "PAGEDLM_TEST_CACHE_CAP_GIB" in os.environ:
+        return int(float(os.environ["PAGEDLM_TEST_CACHE_CAP_GIB"]) * (1 << 30))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = torch.cuda.get_device_properties(0).total_memory // (2 * workers)
+    return min(12 << 30, share)
+
+
 def sizes() -> Sizes:
     """CPU: interpreter-sized shapes with small tiles so several query/KV tiles and
     the diagonal show up in tiny contexts. CUDA: the heuristic's tiles and real sizes."""
     if torch.cuda.is_available():
-        # PAGEDLM_TEST_CACHE_CAP_GIB lowers the cap (ci/memcheck_conformance.py: memcheck's
-        # own device memory comes on top); fewer blocks, the same shapes and draws.
-        cap_gib = float(os.environ.get("PAGEDLM_TEST_CACHE_CAP_GIB", 12))
         return Sizes("cuda", ((1, 1), (9, 3), (8, 2), (16, 1), (32, 8), (32, 32)), 6, 3072,
-                     (None, 64, 128), (None, 32, 64), 32768, int(cap_gib * (1 << 30)))
+                     (None, 64, 128), (None, 32, 64), 32768, _gpu_cache_cap())
     return Sizes("cpu", ((1, 1), (2, 1), (4, 4), (9, 3), (8, 2), (16, 1)), 3, 80,
                  (16, 32), (16, 32), None, 1 << 30)
 
