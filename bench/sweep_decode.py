@@ -1,7 +1,7 @@
 """Sweep paged_decode's launch knobs on one problem and print what each costs.
 
     python3 -m bench.sweep_decode --batch 8 --context 4096 --heads 32/8/128 \
-        --splits auto,4,8,16 --block-n 32,64,128 --warps 4,8 --stages 2,3 --json out.json
+        --splits auto,4,8,16 --block-n 32,64,128 --warps 4,8 --stages 2,3 --pdl 0,1 --json out.json
 
 Every configuration is first checked against gather + SDPA (relative error
 < 2e-2), then timed like the benchmarks (CUDA graph, L2 flushed before each
@@ -29,11 +29,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=8, help="sequences (default 8)")
     ap.add_argument("--context", type=int, default=4096, help="tokens per sequence (default 4096)")
     ap.add_argument("--cache", choices=sorted(DTYPES), default="bf16", help="KV cache dtype (default bf16)")
+    ap.add_argument("--pdl", default="auto", help="launch the split-K reduce with programmatic dependent launch: "
+                    "auto, 0, 1, comma-separated (default auto: on sm_90+)")
     args = parse_with_knobs(ap, argv, {"splits": "num_splits values", "block-n": "tokens per K/V tile "
                                        "(powers of two >= 16)", "warps": "num_warps values",
                                        "stages": "num_stages values"})
     if args.batch < 1 or args.context < 1:
         ap.error("--batch and --context must be >= 1")
+    pdl = {"auto": None, "0": False, "1": True}
+    if any(v.strip() not in pdl for v in args.pdl.split(",")):
+        ap.error(f"--pdl takes auto, 0 and 1, got '{args.pdl}'")
+    args.pdl = [pdl[v.strip()] for v in args.pdl.split(",")]
     return args
 
 
@@ -59,16 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     nbytes = p.bytes_moved()
     out = torch.empty_like(p.query)
     rows = []
-    combos = list(itertools.product(args.splits, args.block_n, args.warps, args.stages))
-    if (None, None, None, None) not in combos:
-        combos.insert(0, (None, None, None, None))      # the heuristic's choice: the baseline
+    combos = list(itertools.product(args.splits, args.block_n, args.warps, args.stages, args.pdl))
+    if (None, None, None, None, None) not in combos:
+        combos.insert(0, (None, None, None, None, None))      # the heuristic's choice: the baseline
     print(f"decode {args.cache} B={args.batch} L={args.context} {hq}/{hkv}/{d}: {nbytes / 1e6:.1f} MB; "
           f"read ceiling {read_gbps:.0f} GB/s; {len(combos)} configurations")
-    for i, (splits, block_n, warps, stages) in enumerate(combos, 1):
-        kw = dict(num_splits=splits, block_n=block_n, num_warps=warps, num_stages=stages)
+    for i, (splits, block_n, warps, stages, pdl) in enumerate(combos, 1):
+        launch = dict(num_splits=splits, block_n=block_n, num_warps=warps, num_stages=stages)
         cfg = choose_decode_config(args.batch, hkv, d, p.kv_cache.element_size(), p.context,
-                                   p.query.device, **kw)
+                                   p.query.device, **launch)
+        kw = dict(launch, pdl=pdl)
         label = f"splits={cfg.num_splits} block_n={cfg.block_n} warps={cfg.num_warps} stages={cfg.num_stages}"
+        label += "" if pdl is None else f" pdl={int(pdl)}"
         t0 = time.perf_counter()
         try:
             err = check_close(label, kernels.paged_decode(p.query, p.kv_cache, p.block_tables, p.context_lens,
@@ -78,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                                                             max_context_len=p.context, **kw), flush)
         except Exception as e:  # a config the compiler rejects (shared memory, registers): report, go on
             print(f"[{i}/{len(combos)}] {label}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:160]}")
-            rows.append({"config": label, "auto": splits is None and block_n is None and warps is None
-                         and stages is None, "error": f"{type(e).__name__}: {e}"[:400]})
+            rows.append({"config": label, "auto": all(v is None for v in kw.values()),
+                         "error": f"{type(e).__name__}: {e}"[:400]})
             continue
         gbps = nbytes / samples.median / 1e9
         rows.append({"config": label, "auto": all(v is None for v in kw.values()), "num_splits": cfg.num_splits,
-                     "block_n": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
+                     "block_n": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages, "pdl": pdl,
                      "median_s": samples.median, "iqr_s": samples.iqr, "gbps": gbps,
                      "pct_read_ceiling": 100 * gbps / read_gbps, "rel_error": err, "timing": samples.mode})
         print(f"[{i}/{len(combos)}] {label}: {samples.median * 1e6:.1f} us, {100 * gbps / read_gbps:.1f}% "

@@ -13,12 +13,14 @@ def test_knob_lists_and_heads_parse() -> None:
     assert args.splits == [None, 4, 8] and args.block_n == [32, 64]
     assert args.warps == [None] and args.stages == [None]
     assert args.heads == (9, 3, 64) and args.cache == "fp8" and (args.batch, args.context) == (2, 100)
+    assert args.pdl == [None] and sweep_decode.parse_args(["--pdl", "0, 1,auto"]).pdl == [False, True, None]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--splits", "4,x"], "--splits: 'x' is neither 'auto' nor an integer"),
     (["--warps", "0"], "--warps: 0 must be >= 1"),
     (["--heads", "32x8"], "--heads wants Hq/Hkv/D like 32/8/128, got '32x8'"),
+    (["--pdl", "yes"], "--pdl takes auto, 0 and 1, got 'yes'"),
 ])
 def test_bad_knobs_exit_with_a_message(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as exc:

@@ -21,7 +21,7 @@ API_MISMATCH = 3
 PTR = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32", "i8": "*i8", "fp8": "*fp8e4nv"}
 
 
-def _compile(fn, types: dict, consts: dict, num_warps: int = 4, num_stages: int = 2):
+def _compile(fn, types: dict, consts: dict, num_warps: int = 4, num_stages: int = 2, **options):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -33,7 +33,7 @@ def _compile(fn, types: dict, consts: dict, num_warps: int = 4, num_stages: int 
         print(f"ASTSource API differs: {e}")
         sys.exit(API_MISMATCH)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=num_warps, num_stages=num_stages))
+                          options=dict(num_warps=num_warps, num_stages=num_stages, **options))
 
 
 def main() -> None:
@@ -58,15 +58,25 @@ def main() -> None:
                       BLOCK_SIZE=16, BLOCK_N=block_n, QUANT=quant, QUANT_F16=quant and q != "fp32", IS_INT8=c == "i8",
                       SPLIT=split,
                       DOT_FP32=False,
-                      DOT_PRECISION="ieee" if q == "fp32" else "tf32", INTERPRET=False),
+                      DOT_PRECISION="ieee" if q == "fp32" else "tf32", INTERPRET=False, PDL=split),
                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        # PDL: the attention pass lets the reduce launch early; only split launches have a reduce.
+        assert ("griddepcontrol.launch_dependents" in kernel.asm["ptx"]) == split
         if quant and q != "fp32":   # 1-byte K/V reach the float16 dots without per-value conversions
             ptx = kernel.asm["ptx"]
             assert "cvt.bf16.f16" not in ptx and ".s8" not in ptx.replace("prmt", ""), f"{q}/{c}: slow up-cast"
             assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx
-        _compile(decode_reduce_kernel, dict(out_ptr=PTR[q], part_acc_ptr="*fp32", part_m_ptr="*fp32",
-                                            part_l_ptr="*fp32", lens_ptr="*i32"),
-                 dict(HEAD_DIM=dim, HEAD_DIM_PAD=pad, CHUNK=8, INTERPRET=False))
+        for pdl in (False, True):      # with PDL the reduce must wait for the partials before reading them
+            kernel = _compile(decode_reduce_kernel, dict(out_ptr=PTR[q], part_acc_ptr="*fp32", part_m_ptr="*fp32",
+                                                         part_l_ptr="*fp32", lens_ptr="*i32"),
+                              dict(HEAD_DIM=dim, HEAD_DIM_PAD=pad, CHUNK=8, INTERPRET=False, PDL=pdl),
+                              launch_pdl=pdl)
+            assert kernel.metadata.launch_pdl == pdl      # the launch option the launcher passes
+            ptx = kernel.asm["ptx"]
+            assert ("griddepcontrol.wait" in ptx) == pdl
+            if pdl:                    # before the wait only the context length (1 x b32) may be read
+                early = [ln for ln in ptx[:ptx.index("griddepcontrol.wait")].splitlines() if "ld.global" in ln]
+                assert len(early) == 1 and "ld.global.b32" in early[0], f"read before the wait: {early}"
     for k, c, heads, dim in [("bf16", "bf16", 8, 128), ("fp32", "fp32", 3, 80), ("bf16", "i8", 8, 128),
                              ("fp16", "fp8", 2, 256)]:
         quant = c in ("i8", "fp8")

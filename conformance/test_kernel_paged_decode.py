@@ -246,3 +246,22 @@ def test_decode_config_covers_every_token(num_seqs: int, kv_heads: int, ctx: int
     assert cfg.split_len >= min(max(ctx, 1), MIN_SPLIT_TOKENS)
     if num_seqs * kv_heads >= 2 * sms:
         assert cfg.num_splits == 1
+
+
+@pytest.mark.gpu
+def test_pdl_reduce_waits_for_its_partials() -> None:
+    """With PDL the reduce starts before the attention pass ends and waits in-kernel
+    for the partials. Each call on a fresh query runs the PDL launch first, so a
+    missing or misplaced wait would read the previous call's partials (the caching
+    allocator hands back the same buffers); the plain launch must match it bitwise."""
+    from kernels.pdl import use_pdl
+    if not use_pdl(torch.device(PLAN.device), None):
+        pytest.skip("programmatic dependent launch needs compiled Triton on sm_90+")
+    case = make_case(11, [4096, 3000, 4100, 17, 2048, 4096, 1, 999], 16, 128, 32, 8, torch.bfloat16, "auto")
+    kv, gen = case.kv, torch.Generator().manual_seed(12)
+    for i in range(10):
+        q = torch.randn(case.query.shape, generator=gen).to(case.query)
+        with_pdl = paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, case.scale, num_splits=8, pdl=True)
+        plain = paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, case.scale, num_splits=8, pdl=False)
+        assert torch.equal(with_pdl, plain), f"call {i}: PDL launch differs from the plain one"
+    assert_close(with_pdl, oracle_decode(q, kv, case.scale), tolerance(torch.bfloat16), "PDL vs oracle")

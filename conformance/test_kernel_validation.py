@@ -153,3 +153,11 @@ def test_block_table_checks_only_the_blocks_in_use() -> None:
     args["block_tables"][1, 1] = -5
     with pytest.raises(ValueError, match="block id -5 outside"):
         paged_decode(**args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="where PDL works, pdl=True is a valid request")
+def test_pdl_request_rejected_where_unavailable() -> None:
+    """pdl=True under the interpreter (or before sm_90) is an error, not a silent plain launch."""
+    with pytest.raises(ValueError, match="pdl=True needs compiled Triton on a CUDA device"):
+        paged_decode(**dict(decode_args(), num_splits=2, pdl=True))
+    paged_decode(**dict(decode_args(), num_splits=2, pdl=False))        # explicit off: fine

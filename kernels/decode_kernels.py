@@ -18,6 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from kernels.pdl import gdc_launch_dependents, gdc_wait
 from kernels.triton_compat import byte_to_fp16_asm, dot_operand, pow2_normalise_rows, to_output
 
 
@@ -32,7 +33,7 @@ def decode_split_kernel(
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, QUANT: tl.constexpr, QUANT_F16: tl.constexpr,
     IS_INT8: tl.constexpr, SPLIT: tl.constexpr,
-    DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr,
+    DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr, PDL: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -113,6 +114,8 @@ def decode_split_kernel(
                                                 input_precision=DOT_PRECISION)
         m_i = m_new
 
+    if PDL:
+        gdc_launch_dependents()        # the reduce may start; it waits for these stores in-kernel
     if SPLIT:
         # Unnormalised partials; an empty split leaves m=-inf, l=0, acc=0.
         p_off = seq * stride_pb + heads * stride_ph + split * stride_ps
@@ -131,7 +134,7 @@ def decode_reduce_kernel(
     split_len, num_splits,
     stride_ob, stride_oh, stride_pb, stride_ph, stride_ps,
     HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, CHUNK: tl.constexpr,
-    INTERPRET: tl.constexpr,
+    INTERPRET: tl.constexpr, PDL: tl.constexpr,
 ):
     """One program per (sequence, query head): merge the splits that hold tokens.
 
@@ -141,8 +144,10 @@ def decode_reduce_kernel(
     passes, not a [splits, head_dim] tile that no register file holds."""
     seq = tl.program_id(0)
     head = tl.program_id(1)
-    ctx = tl.load(lens_ptr + seq)
+    ctx = tl.load(lens_ptr + seq)                # written before the attention pass: no wait
     used = tl.minimum(tl.cdiv(ctx, split_len), num_splits)
+    if PDL:
+        gdc_wait()                               # the attention pass is done, its partials visible
     lane = tl.arange(0, CHUNK)
     d = tl.arange(0, HEAD_DIM_PAD)
     base = seq * stride_pb + head * stride_ph

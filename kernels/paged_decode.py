@@ -11,6 +11,7 @@ import triton
 
 from kernels.decode_kernels import decode_reduce_kernel, decode_split_kernel
 from kernels.decode_splits import MAX_SPLITS, DecodeConfig, choose_decode_config
+from kernels.pdl import use_pdl
 from kernels.triton_compat import LOG2E, dot_in_fp32, is_interpreting
 from kernels.validation import (QUANTIZED_DTYPES, QUERY_DTYPES, check_block_tables, check_device_runs_triton,
                                 check_heads, check_kv_cache, check_kv_scales, check_scale, check_shape,
@@ -69,7 +70,8 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
                  context_lens: torch.Tensor, scale: float, kv_scales: torch.Tensor | None = None,
                  out: torch.Tensor | None = None, *, num_splits: int | None = None,
                  block_n: int | None = None, num_warps: int | None = None, num_stages: int | None = None,
-                 max_context_len: int | None = None, check_indices: bool = True) -> torch.Tensor:
+                 max_context_len: int | None = None, check_indices: bool = True,
+                 pdl: bool | None = None) -> torch.Tensor:
     """Attention of query [B, Hq, D] (the last token of each sequence) over the
     paged context: kv_cache [num_blocks, 2, block_size, Hkv, D], int32
     block_tables [B, max_blocks], int32 context_lens [B]. Returns [B, Hq, D] in
@@ -79,7 +81,9 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     Keywords override the launch heuristic (kernels/decode_splits.py) for
     benchmarks and tests. `max_context_len` (>= every context) spares a device
     sync; `check_indices=False` also skips the block-table range checks, which
-    sync, for CUDA-graph capture by a caller that guarantees them.
+    sync, for CUDA-graph capture by a caller that guarantees them. `pdl` launches
+    the split-K reduce with programmatic dependent launch (None: on sm_90+; see
+    kernels/pdl.py).
     """
     scale = check_scale(scale)
     longest = _check_args(query, kv_cache, block_tables, context_lens, kv_scales, out,
@@ -93,13 +97,14 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     cfg = choose_decode_config(num_seqs, num_kv_heads, head_dim, kv_cache.element_size(), longest,
                                query.device, num_splits=num_splits, block_n=block_n,
                                num_warps=num_warps, num_stages=num_stages)
-    _launch(query, kv_cache, block_tables, context_lens, scale, kv_scales, out, cfg)
+    _launch(query, kv_cache, block_tables, context_lens, scale, kv_scales, out, cfg,
+            cfg.num_splits > 1 and use_pdl(query.device, pdl))
     return out
 
 
 def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
             context_lens: torch.Tensor, scale: float, kv_scales: torch.Tensor | None,
-            out: torch.Tensor, cfg: DecodeConfig) -> None:
+            out: torch.Tensor, cfg: DecodeConfig, pdl: bool) -> None:
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = kv_cache.shape[3]
     group = num_heads // num_kv_heads
@@ -129,7 +134,7 @@ def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Ten
         HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, BLOCK_SIZE=kv_cache.shape[2], BLOCK_N=cfg.block_n,
         QUANT=quant, QUANT_F16=quant and query.dtype != torch.float32, IS_INT8=kv_cache.dtype == torch.int8,
         SPLIT=split, DOT_FP32=dot_in_fp32(),
-        DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32", INTERPRET=interpret,
+        DOT_PRECISION="ieee" if query.dtype == torch.float32 else "tf32", INTERPRET=interpret, PDL=pdl,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if split:
@@ -137,5 +142,6 @@ def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Ten
             out, part_acc, part_m, part_l, context_lens, cfg.split_len, cfg.num_splits,
             out.stride(0), out.stride(1), *p_strides,
             HEAD_DIM=head_dim, HEAD_DIM_PAD=head_dim_pad, CHUNK=min(triton.next_power_of_2(cfg.num_splits), MAX_SPLITS),
-            INTERPRET=interpret, num_warps=4 if head_dim_pad >= 128 else 2,
+            INTERPRET=interpret, PDL=pdl, num_warps=4 if head_dim_pad >= 128 else 2,
+            **({"launch_pdl": True} if pdl else {}),
         )
