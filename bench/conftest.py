@@ -87,6 +87,15 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         machine_info["ceilings"] = config.stash[CEILINGS_KEY]
 
 
+def pytest_benchmark_update_commit_info(config: pytest.Config, commit_info: dict) -> None:
+    """SOURCE_COMMIT (ci/gpu_suite.sh) names the tree a copied work tree was made from:
+    a copy's own .git can be stale (the device machine's copy kept an older HEAD, so
+    pytest-benchmark recorded that commit, "dirty")."""
+    source = os.environ.get("SOURCE_COMMIT")
+    if source:
+        commit_info.update(id=source, dirty=False, source="SOURCE_COMMIT", git_seen=commit_info.get("id"))
+
+
 @pytest.fixture(scope="session")
 def l2_flush():
     from bench.timing import L2Flush

@@ -38,3 +38,15 @@ def test_check_close_refuses_wrong_or_nan_results() -> None:
     assert rel_error(bad, ref) != rel_error(bad, ref)  # NaN
     with pytest.raises(AssertionError):
         check_close("nan", bad, ref)
+
+
+def test_source_commit_names_the_benchmarked_tree(monkeypatch) -> None:
+    """A copied tree's stale .git must not name the run: SOURCE_COMMIT wins, the git view is kept."""
+    from bench.conftest import pytest_benchmark_update_commit_info
+    info = {"id": "stale", "dirty": True}
+    monkeypatch.delenv("SOURCE_COMMIT", raising=False)
+    pytest_benchmark_update_commit_info(None, info)
+    assert info == {"id": "stale", "dirty": True}
+    monkeypatch.setenv("SOURCE_COMMIT", "af6b8ed")
+    pytest_benchmark_update_commit_info(None, info)
+    assert info == {"id": "af6b8ed", "dirty": False, "source": "SOURCE_COMMIT", "git_seen": "stale"}
