@@ -38,7 +38,23 @@ def load(folder: Path) -> list[dict]:
         if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
             raise ValueError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
         docs.append(doc)
+    source = _source_commit(folder)
+    for doc in docs:
+        info = doc.get("commit_info") or {}
+        if source and "source" not in info:
+            # Runs before the SOURCE_COMMIT hook (bench/conftest.py) recorded the device
+            # copy's stale .git; the suite's machine.txt beside them names the real tree.
+            doc["commit_info"] = {"id": source, "dirty": False, "source": "machine.txt",
+                                  "git_seen": info.get("id")}
     return docs
+
+
+def _source_commit(folder: Path) -> str | None:
+    """The commit ci/gpu_suite.sh wrote into machine.txt from SOURCE_COMMIT, if any."""
+    path = folder / "machine.txt"
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    match = re.search(r"^commit ([0-9a-f]{7,40}) \(from SOURCE_COMMIT\)", text, re.M)
+    return match.group(1) if match else None
 
 
 def device_slug(docs: list[dict], fallback: str) -> str:

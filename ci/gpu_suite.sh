@@ -43,11 +43,10 @@ PY="${PYTHON:-python3}"
 budget="${SUITE_BUDGET_S:-570}"
 profile=gpu; [ "$quick" = 1 ] && profile=ci && export BENCH_QUICK=1
 # Seconds each step may want (typical on an H100 in brackets), and what the bench keeps back.
-want_conformance=${WANT_CONFORMANCE_S:-300} want_sanitizer=60   # [189-206 with 8 workers, 31]
-# decode [105 s while flex ran one dynamic-batch graph; now one flex compile per batch and
-# head shape, not yet timed]. When the two steps do not fit one budget, run --tests-only
-# and --bench-only separately.
-want_decode=${WANT_DECODE_S:-240} want_prefill=25 want_write=20     # [?, 10-15, 5-10]
+want_conformance=${WANT_CONFORMANCE_S:-300} want_sanitizer=60   # [181-209 s for 192 tests with 8 workers, 31]
+# decode: one flex compile per batch and head shape. When the two steps do not fit one
+# budget, run --tests-only and --bench-only separately.
+want_decode=${WANT_DECODE_S:-240} want_prefill=25 want_write=20     # [73-128, 8-13, 5-12]
 bench_reserve=$(( bench ? want_decode + want_prefill + want_write + 15 : 0 ))
 status=0
 declare -a summary

@@ -139,6 +139,19 @@ def test_machine_line_says_when_the_tree_was_dirty() -> None:
     assert report.machine_line([doc]).endswith("; commit abcdef0123 + uncommitted changes")
 
 
+def test_source_commit_from_machine_txt_names_the_tree(tmp_path) -> None:
+    """JSON from a copied tree with a stale .git: the suite's machine.txt beside it
+    (SOURCE_COMMIT) names the commit; JSON that recorded its source keeps it."""
+    doc = _doc()
+    doc["commit_info"] = {"id": "f108934a34eb", "dirty": True}
+    (tmp_path / "bench_decode.json").write_text(json.dumps(doc))
+    (tmp_path / "machine.txt").write_text("nvidia-smi ...\n\ncommit af6b8ed3d625 (from SOURCE_COMMIT)\n")
+    assert report.machine_line(report.load(tmp_path)).endswith("; commit af6b8ed3d6")
+    doc["commit_info"] = {"id": "9ee7df4c4a0f", "dirty": False, "source": "SOURCE_COMMIT"}
+    (tmp_path / "bench_decode.json").write_text(json.dumps(doc))
+    assert report.machine_line(report.load(tmp_path)).endswith("; commit 9ee7df4c4a")
+
+
 def test_write_flush_reference_row_and_flush_named(tmp_path) -> None:
     doc = _doc()
     b8 = next(b for b in doc["benchmarks"] if b["extra_info"].get("batch") == 8)

@@ -93,7 +93,7 @@ def decode_cases(draw: st.DrawFn, query_dtype: torch.dtype, salt: int) -> dict:
     )
 
 
-@pytest.mark.parametrize("salt,query_dtype", enumerate(QUERY_DTYPES), ids=str)
+@pytest.mark.parametrize("salt,query_dtype", list(enumerate(QUERY_DTYPES)), ids=str)
 @settings(max_examples=max(4, PLAN.decode_examples // len(QUERY_DTYPES)))
 @given(data=st.data())
 def test_decode_matches_oracle(salt: int, query_dtype: torch.dtype, data: st.DataObject) -> None:
