@@ -131,9 +131,8 @@ def goals_table(records: list[Record]) -> str:
             # Runs before session 3 did not record flex's kernel, and compiled it with a
             # dynamic batch: torch's general flex kernel, not its decoding kernel.
             verdict = f"unproven: peer ran {info.get('flex_kernel') or 'an unrecorded flex kernel'}"
-        elif verdict == "missed" and key == "speedup_vs_flex" and flex_pct_read_ceiling(info):
+        elif verdict == "missed" and key == "speedup_vs_flex" and (pct := flex_pct_read_ceiling(info)):
             # A peer already near the ceiling bounds every kernel's lead over it.
-            pct = flex_pct_read_ceiling(info)
             verdict = (f"missed: flex itself runs at {pct:.1f}% of the read ceiling, so no kernel can be "
                        f"more than {100 / pct:.3f}× faster")
         rows.append([goal, "–" if value is None else fmt.format(value), verdict])
