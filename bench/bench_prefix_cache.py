@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from engine.block_manager import AllocStatus, BlockManager
-from engine.sequence import Sequence
+from engine.core.block.block_manager import AllocStatus, BlockManager
+from engine.core.sequence import Sequence
 
 PROMPT = 2048
 BLOCK = 16

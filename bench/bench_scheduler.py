@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from engine.config import CacheConfig, SchedulerConfig
-from engine.scheduler import Scheduler
+from engine.core.config import CacheConfig, SchedulerConfig
+from engine.core.scheduler import Scheduler
 
 GOAL_US = 200.0
 BLOCK = 16

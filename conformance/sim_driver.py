@@ -29,10 +29,10 @@ import random
 from dataclasses import dataclass, field
 
 from conformance.sim_model import kv_chain, kv_of, next_token, reference_generate
-from engine.config import CacheConfig, SchedulerConfig
-from engine.scheduler import Scheduler
-from engine.scheduler_output import SchedulerOutput
-from engine.sequence import SequenceStatus as S
+from engine.core.config import CacheConfig, SchedulerConfig
+from engine.core.scheduler import Scheduler
+from engine.core.scheduler_output import SchedulerOutput
+from engine.core.sequence import SequenceStatus as S
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.block_manager import (AllocStatus, BlockManager, NoFreeBlocksError,
+from engine.core.block.block_manager import (AllocStatus, BlockManager, NoFreeBlocksError,
                                   UnknownSequenceError)
-from engine.sequence import Sequence
+from engine.core.sequence import Sequence
 
 
 def cdiv(a: int, b: int) -> int:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
                                  precondition, rule)
 
-from engine.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
-from engine.sequence import Sequence
+from engine.core.block.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
+from engine.core.sequence import Sequence
 from reference.allocator import ReferenceAllocator
 
 # Token lists are drawn as one integer (two bits a token): far fewer draws per

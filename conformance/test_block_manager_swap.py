@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.block_manager import BlockManager, NoFreeBlocksError
-from engine.sequence import Sequence
+from engine.core.block.block_manager import BlockManager, NoFreeBlocksError
+from engine.core.sequence import Sequence
 
 
 def seq(seq_id: int, n: int, start: int = 0) -> Sequence:

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.cli import main
-from engine.model_shapes import preset
-from engine.sizes import format_size, parse_size
+from engine.entrypoints.cli import main
+from engine.core.model_shapes import preset
+from engine.entrypoints.sizes import format_size, parse_size
 from reference import memory as mem
 
 GiB, MiB = 2**30, 2**20
@@ -204,7 +204,7 @@ def test_installed_console_script_help() -> None:
 
 
 def test_python_dash_m_engine_cli() -> None:
-    done = subprocess.run([sys.executable, "-m", "engine.cli", *OPT13B_ARGS, "--json"],
+    done = subprocess.run([sys.executable, "-m", "engine.entrypoints.cli", *OPT13B_ARGS, "--json"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["num_blocks"] == 819
@@ -212,7 +212,7 @@ def test_python_dash_m_engine_cli() -> None:
 
 def test_memory_command_does_not_import_torch() -> None:
     code = ("import sys, contextlib, io\n"
-            "from engine.cli import main\n"
+            "from engine.entrypoints.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    assert main(sys.argv[1:]) == 0\n"
             "assert 'torch' not in sys.modules, 'pagedlm memory imported torch'\n")

@@ -1,4 +1,4 @@
-"""engine.model_shapes against Hugging Face transformers: config reading and parameter
+"""engine.core.model_shapes against Hugging Face transformers: config reading and parameter
 counts (HF builds the model on the meta device and we count its parameters)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from engine.model_shapes import (PRESET_NAMES, ModelShape, from_hf_config, from_pretrained_dir,
+from engine.core.model_shapes import (PRESET_NAMES, ModelShape, from_hf_config, from_pretrained_dir,
                                  preset, resolve_model)
 
 

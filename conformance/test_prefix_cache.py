@@ -9,9 +9,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.block_manager import AllocStatus, BlockManager
-from engine.prefix_cache import PrefixCache
-from engine.sequence import Sequence
+from engine.core.block.block_manager import AllocStatus, BlockManager
+from engine.core.block.prefix_cache import PrefixCache
+from engine.core.sequence import Sequence
 
 BAD_HASHES = {
     "constant": lambda parent, tokens: 0,

@@ -5,9 +5,9 @@ import pytest
 
 from conformance.sim_driver import Arrival, SimKV, check_step, expected_infeasible, _snapshot
 from conformance.sim_model import kv_chain, kv_of, reference_generate
-from engine.config import CacheConfig, SchedulerConfig
-from engine.scheduler import Scheduler
-from engine.sequence import SequenceStatus as S
+from engine.core.config import CacheConfig, SchedulerConfig
+from engine.core.scheduler import Scheduler
+from engine.core.sequence import SequenceStatus as S
 
 
 class Harness:

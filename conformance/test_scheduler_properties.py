@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from conformance.sim_driver import Arrival, drive, expected_infeasible, worst_len
 from conformance.sim_model import VOCAB
-from engine.config import CacheConfig, SchedulerConfig
+from engine.core.config import CacheConfig, SchedulerConfig
 
 tokens = st.integers(0, VOCAB - 1)
 

@@ -1,4 +1,4 @@
-"""Plain-dict model of a paged KV block manager: the oracle for engine.block_manager.
+"""Plain-dict model of a paged KV block manager: the oracle for engine.core.block.block_manager.
 
 The model keeps, in plain dicts: which sequence tables hold which blocks (ref
 counts are counted from them, never stored), what each block holds (the token

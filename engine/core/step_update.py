@@ -5,9 +5,9 @@ and drops them from its queues.
 """
 from __future__ import annotations
 
-from engine.request import Request
-from engine.scheduler_output import SchedulerOutput
-from engine.sequence import SequenceStatus
+from engine.core.request import Request
+from engine.core.scheduler_output import SchedulerOutput
+from engine.core.sequence import SequenceStatus
 
 _RUNNING = SequenceStatus.RUNNING
 

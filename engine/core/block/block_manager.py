@@ -7,11 +7,11 @@ Choices (the issue leaves them open):
 - A block is registered in the prefix cache when it becomes full (allocate,
   append_slots, swap_in), before its KV is computed: the caller must not let
   another sequence read it before the step that writes it. Hits and
-  duplicates: see engine/prefix_chain.py.
+  duplicates: see engine/core/block/prefix_chain.py.
 - swap_out leaves the GPU copies it releases in the prefix cache (their KV is
   unchanged); swap_in takes fresh GPU blocks and registers them where no entry
   has their hash yet. Blocks shared by several sequences are copied once
-  (engine/swap_space.py keeps the CPU pool and the remembered copies).
+  (engine/core/block/swap_space.py keeps the CPU pool and the remembered copies).
 - can_allocate and can_swap_in keep `watermark_blocks` free; appends may use
   the last blocks.
 """
@@ -20,13 +20,13 @@ from __future__ import annotations
 import enum
 from typing import Optional
 
-from engine.block_allocator import NoFreeBlocksError
-from engine.block_table import BlockTable, UnknownSequenceError
-from engine.gpu_pool import GpuPool
-from engine.prefix_cache import HashFn, PrefixCache, default_block_hash
-from engine.prefix_chain import PrefixChains
-from engine.sequence import Sequence
-from engine.swap_space import SwapSpace
+from engine.core.block.block_allocator import NoFreeBlocksError
+from engine.core.block.block_table import BlockTable, UnknownSequenceError
+from engine.core.block.gpu_pool import GpuPool
+from engine.core.block.prefix_cache import HashFn, PrefixCache, default_block_hash
+from engine.core.block.prefix_chain import PrefixChains
+from engine.core.sequence import Sequence
+from engine.core.block.swap_space import SwapSpace
 
 __all__ = ["AllocStatus", "BlockManager", "NoFreeBlocksError", "UnknownSequenceError"]
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.request import Request
-from engine.sequence import Sequence
+from engine.core.request import Request
+from engine.core.sequence import Sequence
 
 
 class ScheduledSequence:

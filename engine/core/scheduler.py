@@ -29,7 +29,7 @@ manager: the slot exists, and a private partial block needs no copy-on-write
 appended since its last call, so the next boundary call catches the table up and
 registers the block that filled meanwhile (one step after its KV was written).
 
-Preemption (which request goes, and where): see engine/preemption.py.
+Preemption (which request goes, and where): see engine/core/preemption.py.
 
 With chunked prefill off a prompt is computed whole in its admission step; only
 a re-prefill (prompt + outputs after recompute) longer than
@@ -37,7 +37,7 @@ max_num_batched_tokens is split into chunks, as it could never run otherwise.
 
 Feasibility. add_request() reports a request that can never finish as
 FINISHED_IGNORED with .error, in the next SchedulerOutput.ignored (rules in
-engine/admission.py). Every admitted request fits alone on an empty GPU, so the
+engine/core/admission.py). Every admitted request fits alone on an empty GPU, so the
 oldest live request is never preempted (only the latest is, and alone it fits)
 and gets the budget first, which bounds progress (see conformance/sim_driver.py
 for the step bound).
@@ -54,14 +54,14 @@ import bisect
 from collections import deque
 from collections.abc import Iterable
 
-from engine.admission import infeasibility, largest_allocatable
-from engine.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
-from engine.config import CacheConfig, SchedulerConfig
-from engine.preemption import Preemptor
-from engine.request import Request
-from engine.scheduler_output import ScheduledSequence, SchedulerOutput
-from engine.sequence import Sequence, SequenceStatus
-from engine.step_update import apply_sampled
+from engine.core.admission import infeasibility, largest_allocatable
+from engine.core.block.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
+from engine.core.config import CacheConfig, SchedulerConfig
+from engine.core.preemption import Preemptor
+from engine.core.request import Request
+from engine.core.scheduler_output import ScheduledSequence, SchedulerOutput
+from engine.core.sequence import Sequence, SequenceStatus
+from engine.core.step_update import apply_sampled
 
 _RUNNING = SequenceStatus.RUNNING
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from engine.sequence import Sequence, SequenceStatus
+from engine.core.sequence import Sequence, SequenceStatus
 
 _FINISH_REASONS: Mapping[SequenceStatus, str] = MappingProxyType({
     SequenceStatus.FINISHED_STOPPED: "stop",

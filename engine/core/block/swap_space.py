@@ -2,15 +2,15 @@
 
 A swap moves a whole block table between the GPU pool and the CPU pool. Blocks
 shared by several sequences are copied once: the first holder's copy is
-remembered (engine/swap_links.py) and later holders take a reference to it,
+remembered (engine/core/block/swap_links.py) and later holders take a reference to it,
 until either block is released or the source is written.
 """
 from __future__ import annotations
 
-from engine.block_allocator import BlockAllocator
-from engine.block_table import BlockTable
-from engine.gpu_pool import GpuPool
-from engine.swap_links import SwapLinks
+from engine.core.block.block_allocator import BlockAllocator
+from engine.core.block.block_table import BlockTable
+from engine.core.block.gpu_pool import GpuPool
+from engine.core.block.swap_links import SwapLinks
 
 
 class SwapSpace:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from engine.block_allocator import BlockAllocator, NoFreeBlocksError
-from engine.prefix_cache import PrefixCache
+from engine.core.block.block_allocator import BlockAllocator, NoFreeBlocksError
+from engine.core.block.prefix_cache import PrefixCache
 
 
 class GpuPool:

@@ -1,6 +1,6 @@
 """`pagedlm memory`: how many KV-cache blocks and tokens fit on a device.
 
-A front end to `reference.memory` (the closed forms) and `engine.model_shapes`.
+A front end to `reference.memory` (the closed forms) and `engine.core.model_shapes`.
 No torch.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from engine.model_shapes import PRESET_NAMES, ModelShape, resolve_model
-from engine.sizes import format_size, parse_size
+from engine.core.model_shapes import PRESET_NAMES, ModelShape, resolve_model
+from engine.entrypoints.sizes import format_size, parse_size
 from reference import memory as mem
 
 # Read-only, as the other module-level tables.

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from engine.block_table import BlockTable
-from engine.prefix_cache import CacheEntry, PrefixCache, default_block_hash
-from engine.sequence import Sequence
+from engine.core.block.block_table import BlockTable
+from engine.core.block.prefix_cache import CacheEntry, PrefixCache, default_block_hash
+from engine.core.sequence import Sequence
 
 
 class PrefixChains:

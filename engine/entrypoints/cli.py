@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import NoReturn, Sequence
 
-SUBCOMMANDS: tuple[str, ...] = ("engine.cli_memory",)
+SUBCOMMANDS: tuple[str, ...] = ("engine.entrypoints.cli_memory",)
 
 
 class _Parser(argparse.ArgumentParser):

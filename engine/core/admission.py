@@ -10,10 +10,10 @@ empty GPU, which is what lets the scheduler bound its progress.
 """
 from __future__ import annotations
 
-from engine.block_manager import AllocStatus, BlockManager
-from engine.config import CacheConfig, SchedulerConfig
-from engine.request import Request
-from engine.sequence import Sequence
+from engine.core.block.block_manager import AllocStatus, BlockManager
+from engine.core.config import CacheConfig, SchedulerConfig
+from engine.core.request import Request
+from engine.core.sequence import Sequence
 
 
 def largest_allocatable(bm: BlockManager, cache: CacheConfig, max_model_len: int) -> int:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections import deque
 
-from engine.block_manager import BlockManager, NoFreeBlocksError
-from engine.request import Request
-from engine.scheduler_output import SchedulerOutput
-from engine.sequence import Sequence, SequenceStatus
+from engine.core.block.block_manager import BlockManager, NoFreeBlocksError
+from engine.core.request import Request
+from engine.core.scheduler_output import SchedulerOutput
+from engine.core.sequence import Sequence, SequenceStatus
 
 
 def _insert_by_arrival(queue: deque[Request], req: Request) -> None:
