@@ -1,7 +1,7 @@
 """`pagedlm memory`: how many KV-cache blocks and tokens fit on a device.
 
-A front end to `reference.memory` (the closed forms) and `engine.core.model_shapes`.
-No torch.
+A front end to the engine's own memory math (`engine.core.kv_memory`, the one the
+model runner sizes its cache with) and `engine.core.model_shapes`. No torch.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from engine.core import kv_memory as kvm
 from engine.core.model_shapes import PRESET_NAMES, ModelShape, resolve_model
 from engine.entrypoints.sizes import format_size, parse_size
-from reference import memory as mem
 
 # Read-only, as the other module-level tables.
 _DTYPE_ALIASES: Mapping[str, str] = MappingProxyType({
@@ -63,7 +63,7 @@ def _dtype_arg(text: str) -> str:
     dtype = _DTYPE_ALIASES.get(text.lower())
     if dtype is None:
         raise argparse.ArgumentTypeError(
-            f"unknown dtype {text!r} (choose from {', '.join(mem.DTYPE_BYTES)})")
+            f"unknown dtype {text!r} (choose from {', '.join(kvm.ELEMENT_BYTES)})")
     return dtype
 
 
@@ -101,7 +101,7 @@ def register(subparsers: Any) -> None:
     shape.add_argument("--kv-heads", type=_positive_int_arg,
                        help="KV heads per layer (with GQA, fewer than the query heads)")
     shape.add_argument("--head-dim", type=_positive_int_arg, help="dimension of one head")
-    dt = p.add_argument_group("dtypes: " + ", ".join(mem.DTYPE_BYTES))
+    dt = p.add_argument_group("dtypes: " + ", ".join(kvm.ELEMENT_BYTES))
     dt.add_argument("--dtype", type=_dtype_arg,
                     help="model dtype (default: the model's config dtype, else float16)")
     dt.add_argument("--kv-dtype", type=_dtype_arg, help="KV cache dtype (default: --dtype)")
@@ -148,31 +148,32 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
     if weights is None:
         if model is None:
             raise ValueError("--weights is required without --model (e.g. --weights 26GiB)")
-        weights, estimated = model.weight_bytes(mem.dtype_bytes(dtype)), True
-    scale = mem.scale_bytes_per_head_for(kv_dtype)
-    per_token = mem.bytes_per_token(layers, kv_heads, head_dim, mem.dtype_bytes(kv_dtype), scale)
-    per_block = mem.bytes_per_block(per_token, args.block_size)
-    budget = mem.kv_budget(args.gpu_memory, args.utilization, weights,
-                           args.activations, args.overhead)
-    num_blocks = mem.num_blocks_in_budget(budget, per_block)
+        weights, estimated = model.weight_bytes(kvm.dtype_bytes(dtype)), True
+    kv_bytes, scale = kvm.dtype_bytes(kv_dtype), kvm.scale_bytes(kv_dtype)
+    bs = args.block_size
+    per_token = kvm.token_bytes(layers, kv_heads, head_dim, kv_bytes, scale)
+    per_block = kvm.block_bytes(bs, layers, kv_heads, head_dim, kv_bytes, scale)
+    budget = kvm.kv_budget_bytes(args.gpu_memory, args.utilization, weights,
+                                 args.activations, args.overhead)
+    num_blocks = kvm.num_blocks_for_budget(budget, bs, layers, kv_heads, head_dim,
+                                           kv_bytes, scale)
     out: dict[str, Any] = {
         "model": model.name if model else None, "layers": layers, "kv_heads": kv_heads,
         "head_dim": head_dim, "dtype": dtype, "kv_dtype": kv_dtype,
-        "kv_dtype_bytes": mem.dtype_bytes(kv_dtype), "scale_bytes_per_head": scale,
-        "block_size": args.block_size, "bytes_per_token": per_token, "bytes_per_block": per_block,
+        "kv_dtype_bytes": kv_bytes, "scale_bytes_per_head": scale,
+        "block_size": bs, "bytes_per_token": per_token, "bytes_per_block": per_block,
         "gpu_memory": args.gpu_memory, "utilization": float(args.utilization),
-        "usable_memory": mem.usable_memory(args.gpu_memory, args.utilization),
+        "usable_memory": kvm.usable_bytes(args.gpu_memory, args.utilization),
         "weights": weights, "weights_estimated": estimated,
         "num_params": model.num_params if model else None,
         "activations": args.activations, "overhead": args.overhead, "kv_budget": budget,
-        "num_blocks": num_blocks, "token_capacity": mem.token_capacity(num_blocks, args.block_size),
+        "num_blocks": num_blocks, "token_capacity": kvm.token_capacity(num_blocks, bs),
     }
     if args.tokens is not None:
-        needed = mem.blocks_needed(args.tokens, args.block_size)
-        out.update(tokens=args.tokens, blocks_needed=needed,
-                   wasted_slots=mem.last_block_waste(args.tokens, args.block_size),
-                   waste_fraction=float(mem.waste_fraction(args.tokens, args.block_size)),
-                   sequences_that_fit=num_blocks // needed)
+        needed = kvm.blocks_for_tokens(args.tokens, bs)
+        waste = kvm.last_block_waste(args.tokens, bs)
+        out.update(tokens=args.tokens, blocks_needed=needed, wasted_slots=waste,
+                   waste_fraction=waste / (needed * bs), sequences_that_fit=num_blocks // needed)
     return out
 
 
