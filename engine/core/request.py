@@ -5,7 +5,8 @@ children made with Sequence.fork + BlockManager.fork) can be added later.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import bisect
+from collections.abc import Iterable, Mapping, MutableSequence
 from types import MappingProxyType
 
 from engine.core.sequence import Sequence, SequenceStatus
@@ -73,3 +74,12 @@ class Request:
 
     def __repr__(self) -> str:
         return f"Request({self.request_id!r}, arrival={self.arrival}, {self.seq!r})"
+
+
+def _arrival(req: Request) -> int:
+    return req.arrival
+
+
+def insert_by_arrival(queue: MutableSequence[Request], req: Request) -> None:
+    """Insert into a queue kept sorted by arrival (a list or a deque)."""
+    bisect.insort(queue, req, key=_arrival)

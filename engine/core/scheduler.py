@@ -50,7 +50,6 @@ left cached without their KV).
 """
 from __future__ import annotations
 
-import bisect
 from collections import deque
 from collections.abc import Iterable
 
@@ -58,16 +57,12 @@ from engine.core.admission import infeasibility, largest_allocatable
 from engine.core.block.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
 from engine.core.config import CacheConfig, SchedulerConfig
 from engine.core.preemption import Preemptor
-from engine.core.request import Request
+from engine.core.request import Request, insert_by_arrival
 from engine.core.scheduler_output import ScheduledSequence, SchedulerOutput
 from engine.core.sequence import Sequence, SequenceStatus
 from engine.core.step_update import apply_sampled
 
 _RUNNING = SequenceStatus.RUNNING
-
-
-def _by_arrival(req: Request) -> int:
-    return req.arrival
 
 
 def _prefix(seq: Sequence, num_tokens: int) -> Sequence:
@@ -90,8 +85,7 @@ class Scheduler:
         self.swapped: deque[Request] = deque()
         self.requests: dict[str, Request] = {}          # live (unfinished) requests
         self.num_preemptions = {"recompute": 0, "swap": 0}
-        self._preemptor = Preemptor(self.block_manager, scheduler_config.preemption_mode,
-                                    self.waiting, self.swapped, self.num_preemptions)
+        self._preemptor = Preemptor(self.block_manager, scheduler_config.preemption_mode)
         self._ignored: list[Request] = []               # for the next schedule()
         self._next_arrival = 0
         self._pending: SchedulerOutput | None = None    # scheduled, not yet updated
@@ -178,7 +172,7 @@ class Scheduler:
             try:
                 copies = bm.append_slots(view)          # raises before changing anything
             except NoFreeBlocksError:
-                copies = self._preemptor.make_room(self.running, req, view, out)
+                copies = self._make_room(req, view, out)
                 if copies is None:
                     break                               # req preempted itself
             if copies:
@@ -238,6 +232,23 @@ class Scheduler:
             budget -= n
         return budget
 
+    def _make_room(self, req: Request, view: Sequence,
+                   out: SchedulerOutput) -> list[tuple[int, int]] | None:
+        """Preempt the latest running requests until `view` gets its slots;
+        returns append_slots' copies, or None when `req` itself had to go."""
+        running = self.running
+        while True:
+            victim = running.pop()                      # the latest arrival
+            mode = self._preemptor.preempt(victim, out)
+            insert_by_arrival(self.swapped if mode == "swap" else self.waiting, victim)
+            self.num_preemptions[mode] += 1
+            if victim is req:
+                return None
+            try:
+                return self.block_manager.append_slots(view)
+            except NoFreeBlocksError:
+                continue
+
     def _chunk(self, remaining: int, budget: int) -> int:
         """Tokens to compute now for a swapped-in or admitted request; 0: wait."""
         if remaining <= budget:
@@ -251,7 +262,7 @@ class Scheduler:
                out: SchedulerOutput) -> None:
         """Move a swapped-in or admitted request to running; its slots are in place."""
         req.seq.status = _RUNNING
-        bisect.insort(self.running, req, key=_by_arrival)
+        insert_by_arrival(self.running, req)
         self._record(req, start, n, remaining, out)
 
     @staticmethod
