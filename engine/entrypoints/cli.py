@@ -11,7 +11,8 @@ import importlib
 import sys
 from typing import NoReturn, Sequence
 
-SUBCOMMANDS: tuple[str, ...] = ("engine.entrypoints.cli_memory",)
+SUBCOMMANDS: tuple[str, ...] = ("engine.entrypoints.cli_memory", "engine.entrypoints.cli_generate",
+                                 "engine.entrypoints.cli_trace")
 
 
 class _Parser(argparse.ArgumentParser):
