@@ -7,7 +7,7 @@ Choices (the issue leaves them open):
 - A block is registered in the prefix cache when it becomes full (allocate,
   append_slots, swap_in), before its KV is computed: the caller must not let
   another sequence read it before the step that writes it. Hits and
-  duplicates: see engine/core/block/prefix_chain.py.
+  duplicates: see engine/core/block/prefix_cache.py.
 - swap_out leaves the GPU copies it releases in the prefix cache (their KV is
   unchanged); swap_in takes fresh GPU blocks and registers them where no entry
   has their hash yet. Blocks shared by several sequences are copied once
@@ -20,13 +20,11 @@ from __future__ import annotations
 import enum
 from typing import Optional
 
-from engine.core.block.block_allocator import NoFreeBlocksError
+from engine.core.block.allocator import BlockPool, NoFreeBlocksError
 from engine.core.block.block_table import BlockTable, UnknownSequenceError
-from engine.core.block.gpu_pool import GpuPool
-from engine.core.block.prefix_cache import HashFn, PrefixCache, default_block_hash
-from engine.core.block.prefix_chain import PrefixChains
-from engine.core.sequence import Sequence
+from engine.core.block.prefix_cache import HashFn, PrefixCache, PrefixChains, default_block_hash
 from engine.core.block.swap_space import SwapSpace
+from engine.core.sequence import Sequence
 
 __all__ = ["AllocStatus", "BlockManager", "NoFreeBlocksError", "UnknownSequenceError"]
 
@@ -60,8 +58,11 @@ class BlockManager:
         self._cache: Optional[PrefixCache] = (
             PrefixCache(hash_fn) if enable_prefix_caching else None)
         self._swap = SwapSpace(num_cpu_blocks)
-        self._gpu = GpuPool(num_gpu_blocks, self._cache, self._swap.forget_gpu_copies)
+        self._gpu = BlockPool(num_gpu_blocks, "gpu", self._cache, self._swap.forget_gpu_copies)
         self._cpu = self._swap.cpu
+        # Read-only views for the decode fast path: whether a GPU block has a copy.
+        self._out_fwd = self._swap.out_links.fwd
+        self._in_rev = self._swap.in_links.rev
         self._prefix = PrefixChains(self._cache, block_size)
         self._tables: dict[int, BlockTable] = {}
 
@@ -181,7 +182,7 @@ class BlockManager:
             num_tokens, blocks, bs = len(tokens), table.blocks, self.block_size
             # Fast path: written in place into the last block, owned alone.
             if old < num_tokens <= len(blocks) * bs and self._gpu.refs[blocks[-1]] == 1:
-                if self._swap.has_gpu_links:
+                if self._out_fwd or self._in_rev:
                     self._swap.forget_gpu_copies(blocks[-1])
                 table.num_tokens = num_tokens
                 if num_tokens % bs == 0 and table.chain_open and self._cache is not None:
@@ -202,7 +203,7 @@ class BlockManager:
         if cost > new_blocks:              # copy-on-write of the last block
             src = blocks[-1]
             dst = self._gpu.allocate()
-            self._gpu.drop(src)            # others still hold it
+            self._gpu.release(src)         # others still hold it
             blocks[-1] = dst
             copies.append((src, dst))
         elif table.num_tokens % self.block_size and num_tokens > table.num_tokens:
@@ -221,9 +222,9 @@ class BlockManager:
         table = self._table(parent)
         if child.seq_id in self._tables:
             raise ValueError(f"fork: child sequence {child.seq_id} already has a block table")
-        alloc = self._gpu if table.on_gpu else self._cpu
+        pool = self._gpu if table.on_gpu else self._cpu
         for block in table.blocks:
-            alloc.incref(block)
+            pool.acquire(block)
         self._tables[child.seq_id] = table.copy()
 
     def free(self, seq: Sequence) -> None:
@@ -232,9 +233,9 @@ class BlockManager:
         if table is None:
             return
         # Deepest first, so that chains are evicted from their tails.
-        drop = self._gpu.drop if table.on_gpu else self._swap.drop_cpu
+        release = (self._gpu if table.on_gpu else self._cpu).release
         for block in reversed(table.blocks):
-            drop(block)
+            release(block)
 
     # ---- swap -------------------------------------------------------------------
     def can_swap_out(self, seq: Sequence) -> bool:
