@@ -18,7 +18,9 @@ import pytest
 import torch
 from torch._inductor.exc import InductorError
 
+from bench.dtypes import cache_dtypes
 from bench.figures import check_close, fmt_ratio, ratio, record
+from bench.fingerprint import fingerprint
 from bench.problems import cache_bytes, decode_problem
 
 BATCHES = (1, 8, 64, 256)
@@ -28,7 +30,7 @@ HEADLINE = (64, 4096, (32, 8, 128))
 MAX_CACHE_BYTES = 60e9  # leaves room on an 80 GB card for the gather peer's copy
 QUICK = {(1, 16384), (8, 4096), (64, 4096), (256, 512)}
 FLEX_PAGE = 128  # flex's own paged layout at the page size its tiles like (torch's helper default)
-DTYPES = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn, "int8": torch.int8}
+DTYPES = cache_dtypes("bf16", "fp8", "int8")
 
 
 def _in_quick_subset(shape: tuple, batch: int, context: int) -> bool:
@@ -118,7 +120,8 @@ def test_paged_decode(case, benchmark, ceilings, gpu_timer, write_flush_timer, f
     gc.collect()
     torch.cuda.empty_cache()
     dtype, batch, context, (hq, hkv, d) = case
-    p = decode_problem(batch, context, hq, hkv, d, DTYPES[dtype], device="cuda", seed=batch * 7919 + context)
+    seed = batch * 7919 + context
+    p = decode_problem(batch, context, hq, hkv, d, DTYPES[dtype], device="cuda", seed=seed)
 
     def gather():
         return gather_sdpa_decode(p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale, p.context,
@@ -133,7 +136,9 @@ def test_paged_decode(case, benchmark, ceilings, gpu_timer, write_flush_timer, f
 
     info: dict[str, object] = {"kind": "decode", "cache_dtype": dtype, "batch": batch, "context": context,
                                "num_heads": hq, "num_kv_heads": hkv, "head_dim": d, "block_size": 16,
-                               "rel_error_vs_gather": err, **ceilings}
+                               "rel_error_vs_gather": err, **ceilings,
+                               "fingerprint": fingerprint(kind="decode", cache_dtype=dtype, batch=batch, context=context,
+                                                          shape=[hq, hkv, d], block_size=16, seed=seed)}
     peer_flex = None
     info["flex_note"] = _flex_wanted(case)
     if info["flex_note"] is None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bench.figures import check_close, fmt_ratio, ratio, record
+from bench.fingerprint import fingerprint
 from bench.problems import prefill_problem
 
 CASES = [(4, seq, 32, hkv, 128) for hkv in (32, 8) for seq in (1024, 4096)]
@@ -34,7 +35,9 @@ def test_paged_prefill(case, benchmark, ceilings, gpu_timer, bench_deadline) -> 
     p = prefill_problem(batch, seq, hq, hkv, d, device="cuda", seed=seq + hkv)
     info: dict[str, object] = {"kind": "prefill", "batch": batch, "seq_len": seq, "num_heads": hq,
                                "num_kv_heads": hkv, "head_dim": d, "block_size": 16, "causal": True,
-                               **ceilings}
+                               **ceilings, "fingerprint": fingerprint(kind="prefill", batch=batch, seq_len=seq,
+                                                                      shape=[hq, hkv, d], block_size=16, causal=True,
+                                                                      seed=seq + hkv)}
     k, v = p.k, p.v
     try:
         ref = sdpa_flash_prefill(p.q, k, v, p.scale)

@@ -10,12 +10,14 @@ import gc
 import pytest
 import torch
 
+from bench.dtypes import cache_dtypes
 from bench.figures import check_close, fmt_ratio, ratio, record
+from bench.fingerprint import fingerprint
 from bench.problems import WriteProblem, write_problem
 from reference.quant import is_quantized, quantize_rows
 
 NUM_TOKENS = 65_536
-DTYPES = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn}
+DTYPES = cache_dtypes("bf16", "fp8")
 # fp8 keeps 3 mantissa bits; a division rounded differently flips a few elements by one step.
 FP8_BOUND = 1e-2
 
@@ -63,7 +65,9 @@ def test_write_kv(dtype, benchmark, ceilings, gpu_timer, bench_deadline) -> None
     info = {"kind": "write", "cache_dtype": dtype, "num_tokens": NUM_TOKENS, "num_kv_heads": 8, "head_dim": 128,
             "block_size": 16, "rel_error_vs_torch": err, **ceilings, **peer.summary("torch_"),
             "bytes": nbytes, "gbps": gbps, "pct_copy_ceiling": 100 * gbps / ceilings["ceiling_copy_gbps"],
-            "speedup_vs_torch": ratio(ours, peer)}
+            "speedup_vs_torch": ratio(ours, peer),
+            "fingerprint": fingerprint(kind="write", cache_dtype=dtype, num_tokens=NUM_TOKENS, shape=[8, 128],
+                                       block_size=16, seed=NUM_TOKENS)}
     del info["torch_samples_s"]
     record(benchmark, ours, info)
     print(f"\nwrite_kv {dtype} T={NUM_TOKENS}: {ours.median * 1e6:.1f} us, {gbps:.0f} GB/s = "

@@ -9,15 +9,20 @@ development CPUs. Figures: wall median (pytest-benchmark's timer) and process
 CPU-time median (less disturbed by other processes on a shared machine). The
 mean carries the odd full garbage collection of the whole process (some 200 ms
 with torch imported); an engine avoids it with gc.freeze() after start-up.
+The gate judges the wall samples (on the loaded development machine CPU time
+moved between rounds as much as wall time did: bench/README.md, calibration).
+BENCH_QUICK=1 (the CI gate) times fewer rounds; the fingerprint records how many.
 """
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import time
 
 import pytest
 
+from bench.fingerprint import fingerprint, token_digest
 from engine.core.config import CacheConfig, SchedulerConfig
 from engine.core.scheduler import Scheduler
 
@@ -26,6 +31,7 @@ BLOCK = 16
 PROMPT = 64
 WARMUP = 50
 ROUNDS = {256: 2000, 1024: 500}
+QUICK_ROUNDS = {256: 400, 1024: 100}
 
 
 def _running_scheduler(n: int, steps: int) -> tuple[Scheduler, dict[int, int]]:
@@ -49,7 +55,7 @@ def _running_scheduler(n: int, steps: int) -> tuple[Scheduler, dict[int, int]]:
 
 @pytest.mark.parametrize("num_seqs", [256, 1024])
 def test_schedule_update_round(benchmark, num_seqs: int) -> None:
-    rounds = ROUNDS[num_seqs]
+    rounds = (QUICK_ROUNDS if os.environ.get("BENCH_QUICK") == "1" else ROUNDS)[num_seqs]
     sched, sampled = _running_scheduler(num_seqs, WARMUP + rounds)
     cpu: list[float] = []
     clock = time.process_time
@@ -74,6 +80,9 @@ def test_schedule_update_round(benchmark, num_seqs: int) -> None:
         "per_seq_us": round(wall_us / num_seqs, 3), "goal_us": GOAL_US,
         "ratio_to_goal": round(wall_us / GOAL_US, 3),
         "cpu_ratio_to_goal": round(cpu_us / GOAL_US, 3),
+        "fingerprint": fingerprint(num_seqs=num_seqs, block_size=BLOCK, prompt=PROMPT, prefix_caching=True,
+                                   warmup=WARMUP, rounds=rounds, seed=0,
+                                   outputs=token_digest(r.output_token_ids for r in sched.running)),
     })
     print(f"\nscheduler step, {num_seqs} running: {wall_us:.0f} us wall median "
           f"({wall_us / GOAL_US:.2f}x the {GOAL_US:.0f} us goal), {cpu_us:.0f} us CPU median "

@@ -4,9 +4,12 @@ Each launcher validates its arguments, and the index checks read device memory
 on the host (a sync). A synced call cannot be captured in a CUDA graph and puts
 host time between the timing events, so once a call has run with every check
 on (the correctness check), the timed call takes the launcher's documented way
-around the sync where it offers one: `check_indices=False` (write_kv, decode) or
-a precomputed `plan` (prefill). Where a launcher offers none, time_gpu falls back
-to eager timing and the JSON says so (`timing: eager`).
+around the sync: `check_indices=False` and `max_context_len` (decode),
+`check_indices=False` (write_kv), a precomputed `plan` (prefill).
+
+A launcher without that way is not timed some other way: `MissingFeature` is
+raised, and bench/conftest.py turns it into a skip that names what is missing
+(a benchmark never silently measures something else).
 """
 from __future__ import annotations
 
@@ -19,21 +22,24 @@ import kernels
 from bench.problems import DecodeProblem, PrefillProblem, WriteProblem
 
 
-def _accepts(fn: Callable, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+class MissingFeature(RuntimeError):
+    """The launcher lacks what the timed call needs; the benchmark is skipped with this reason."""
 
 
-def _unchecked(fn: Callable) -> dict[str, object]:
-    return {"check_indices": False} if _accepts(fn, "check_indices") else {}
+def require(fn: Callable, *names: str) -> None:
+    """MissingFeature unless `fn` takes every keyword in `names`."""
+    params = inspect.signature(fn).parameters
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise MissingFeature(f"{fn.__module__}.{fn.__name__} takes no {', '.join(missing)}: the timed call "
+                             "would include host-side checks, so it is not timed")
 
 
 def decode_call(p: DecodeProblem, out: torch.Tensor, checked: bool = False) -> Callable[[], torch.Tensor]:
-    extra = {} if checked else _unchecked(kernels.paged_decode)
-    if not checked and _accepts(kernels.paged_decode, "max_context_len"):
-        extra["max_context_len"] = p.context  # known on the host: spares the launcher a sync
+    extra: dict[str, object] = {}
+    if not checked:
+        require(kernels.paged_decode, "check_indices", "max_context_len")
+        extra = {"check_indices": False, "max_context_len": p.context}  # known on the host: no sync
 
     def run() -> torch.Tensor:
         return kernels.paged_decode(p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale,
@@ -41,22 +47,20 @@ def decode_call(p: DecodeProblem, out: torch.Tensor, checked: bool = False) -> C
     return run
 
 
-def _prefill_plan(p: PrefillProblem) -> object | None:
-    """The launcher's host-checked plan for this batch, when the kernels offer one."""
-    if not _accepts(kernels.paged_prefill, "plan"):
-        return None
+def _prefill_plan(p: PrefillProblem) -> object:
+    """The launcher's host-checked plan for this batch (validated once, outside the timing)."""
+    require(kernels.paged_prefill, "plan")
     try:
         from kernels.prefill_plan import plan_prefill
-        num_blocks, _, block_size, _, head_dim = p.kv_cache.shape
-        return plan_prefill(p.query_start_loc, p.context_lens, p.block_tables, p.query.shape[0],
-                            num_blocks, block_size, head_dim, p.query.dtype, True)
-    except (ImportError, TypeError):
-        return None
+    except ImportError as exc:
+        raise MissingFeature(f"kernels.prefill_plan.plan_prefill is missing ({exc})") from exc
+    num_blocks, _, block_size, _, head_dim = p.kv_cache.shape
+    return plan_prefill(p.query_start_loc, p.context_lens, p.block_tables, p.query.shape[0],
+                        num_blocks, block_size, head_dim, p.query.dtype, True)
 
 
 def prefill_call(p: PrefillProblem, out: torch.Tensor, checked: bool = False) -> Callable[[], torch.Tensor]:
-    plan = None if checked else _prefill_plan(p)
-    extra = {} if plan is None else {"plan": plan}
+    extra = {} if checked else {"plan": _prefill_plan(p)}
 
     def run() -> torch.Tensor:
         return kernels.paged_prefill(p.query, p.kv_cache, p.block_tables, p.query_start_loc,
@@ -65,7 +69,10 @@ def prefill_call(p: PrefillProblem, out: torch.Tensor, checked: bool = False) ->
 
 
 def write_call(p: WriteProblem, checked: bool = False) -> Callable[[], None]:
-    extra = {} if checked else _unchecked(kernels.write_kv)
+    extra: dict[str, object] = {}
+    if not checked:
+        require(kernels.write_kv, "check_indices")
+        extra = {"check_indices": False}
 
     def run() -> None:
         kernels.write_kv(p.key, p.value, p.kv_cache, p.slot_mapping, kv_scales=p.kv_scales, **extra)

@@ -18,11 +18,12 @@ from typing import Callable
 import torch
 
 import kernels
+from bench.dtypes import CACHE_DTYPES
 from conformance.paged_cases import make_paged_kv, rel_error
 from reference import attention as ref_attn
 from reference.quant import dequantize_rows, quantize_rows
 
-DTYPES = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn, "int8": torch.int8}
+DTYPES = CACHE_DTYPES
 BOUND = 2e-2
 
 

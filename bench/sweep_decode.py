@@ -19,9 +19,10 @@ import time
 
 import torch
 
+from bench.dtypes import CACHE_DTYPES
 from bench.sweep_args import cuda_missing, parse_with_knobs, sweep_parser
 
-DTYPES = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn, "int8": torch.int8}
+DTYPES = CACHE_DTYPES
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -12,6 +12,21 @@ SUITE_NAMES = ("scheduler", "prefix", "kernels", "engine", "all")
 
 EXIT_HELP = "Exit status: 0 no regression, 1 regression (or a benchmark removed), 2 bad input."
 
+COMPARE_HELP = """Compare two benchmark runs (pytest-benchmark JSON) and decide whether HEAD regressed.
+
+Per benchmark: base and head medians, the change with a bootstrap 95 % interval,
+the one-sided Mann-Whitney U p-value and a verdict: slower (a regression: past the
+threshold AND significant after a Benjamini-Hochberg correction across the suite),
+faster, same, inconclusive (a big change that is not significant, or too few
+samples for the test; the note says how many it needs), too noisy (the A/A noise
+floor exceeds the threshold: not gated), removed (fails unless --allow-removed), new.
+Both runs must come from one machine and the same workload per benchmark.
+
+examples:
+  pagedlm bench compare base.json head.json
+  pagedlm bench compare base_dir/ head_dir/ --threshold 3% --report report.md --plots plots/
+"""
+
 
 def fraction(text: str) -> float:
     """'5%' or '0.05' -> 0.05."""

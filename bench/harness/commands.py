@@ -70,7 +70,7 @@ def fail(exc: Exception, prog: str) -> int:
 
 def compare_main(argv: list[str] | None = None, prog: str = "pagedlm bench compare") -> int:
     """`compare` as a stand-alone program (ci/bench_gate.py); argparse errors exit 2."""
-    from bench.harness.cli_args import EXIT_HELP, add_compare
+    from bench.harness.cli_args import COMPARE_HELP, EXIT_HELP, add_compare
     parser = argparse.ArgumentParser(prog=prog, description=COMPARE_HELP, epilog=EXIT_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_compare(parser)
@@ -81,17 +81,59 @@ def compare_main(argv: list[str] | None = None, prog: str = "pagedlm bench compa
     return compare(args, prog)
 
 
-COMPARE_HELP = """Compare two benchmark runs (pytest-benchmark JSON) and decide whether HEAD regressed.
 
-Per benchmark: base and head medians, the change with a bootstrap 95 % interval,
-the one-sided Mann-Whitney U p-value and a verdict: slower (a regression: past the
-threshold AND significant after a Benjamini-Hochberg correction across the suite),
-faster, same, inconclusive (a big change that is not significant, or too few
-samples for the test; the note says how many it needs), too noisy (the A/A noise
-floor exceeds the threshold: not gated), removed (fails unless --allow-removed), new.
-Both runs must come from one machine and the same workload per benchmark.
 
-examples:
-  pagedlm bench compare base.json head.json
-  pagedlm bench compare base_dir/ head_dir/ --threshold 3% --report report.md --plots plots/
-"""
+def source_tree() -> Path:
+    """The checkout this bench package lives in (its benchmarks and conftest)."""
+    tree = Path(__file__).resolve().parents[2]
+    if not (tree / "bench" / "conftest.py").is_file():
+        raise HarnessInputError(f"{tree} is not a pagedlm checkout (no bench/conftest.py): run from a source tree")
+    return tree
+
+
+def probe_cuda() -> bool:
+    import torch
+    return bool(torch.cuda.is_available())
+
+
+def run(args: argparse.Namespace) -> int:
+    """`pagedlm bench run`: each suite --rounds times into OUT/<suite>/roundN.json, and
+    OUT/manifest.json saying what ran and what was skipped, and why."""
+    from bench.harness import runner, suites
+    try:
+        tree = source_tree()
+        chosen = suites.get(args.suite)
+        cuda = probe_cuda() if any(s.needs_cuda for s in chosen) else None
+        manifest: dict = {"suite": args.suite, "rounds": args.rounds, "quick": args.quick, "suites": {}}
+        todo = []
+        for suite in chosen:
+            reason = suites.skip_reason(suite, tree, cuda)
+            entry = {"description": suite.description, "files": [str(p) for p in suite.paths(tree)]}
+            if reason:
+                entry.update(status="skipped", reason=reason)
+                print(f"pagedlm bench run: suite {suite.name!r} skipped: {reason}", file=sys.stderr)
+            else:
+                entry.update(status="ran", results=[])
+                todo.append(suite)
+            manifest["suites"][suite.name] = entry
+        progress = runner.Progress(args.rounds * len(todo), "bench run") if todo else None
+        for suite in todo:
+            folder = args.out / suite.name
+            for old in list(folder.glob("round*.json")) + list(folder.glob("round*.log")) if folder.is_dir() else []:
+                old.unlink()  # a compare of this folder must not mix in an older run's rounds
+            for r in range(args.rounds):
+                progress.start_round(suite.name)
+                path = runner.run_round(suite, tree, folder / f"round{r}.json", progress, quick=args.quick,
+                                        extra=list(args.pytest_args))
+                progress.end_round()
+                manifest["suites"][suite.name]["results"].append(str(path.relative_to(args.out)))
+        if progress is not None:
+            progress.close()
+    except (HarnessInputError, ValueError) as exc:
+        return fail(exc, "pagedlm bench run")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    ran = [n for n, e in manifest["suites"].items() if e["status"] == "ran"]
+    print(f"pagedlm bench run: {len(ran)} suite(s) ran ({', '.join(ran) or 'none'}) x {args.rounds} round(s) "
+          f"-> {args.out}")
+    return 0
