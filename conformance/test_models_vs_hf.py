@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, OPTConfig
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, OPTConfig
 
 from engine.attention import get_attention_backend
 from engine.attention.metadata import build_metadata
@@ -148,3 +148,71 @@ def test_model_attributes():
     assert (model.num_layers, model.num_kv_heads, model.head_dim, model.vocab_size) == (2, 1, 16, 128)
     opt = OPTForCausalLM(CONFIGS["opt-pre-ln"](), get_attention_backend("torch"))
     assert (opt.num_layers, opt.num_kv_heads, opt.head_dim, opt.vocab_size) == (2, 4, 16, 128)
+
+
+def _state(name: str) -> tuple[object, dict[str, torch.Tensor]]:
+    cfg = CONFIGS[name]()
+    return cfg, dict(_hf_model(cfg, seed=7).state_dict())
+
+
+def _fresh(cfg):
+    return get_model_class(cfg)(cfg, get_attention_backend("torch"))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda sd: sd.update({"model.layers.0.self_attn.extra.weight": torch.zeros(2)}), "unexpected"),
+    (lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight"), "missing.*model.layers.1.mlp.up_proj.weight"),
+    (lambda sd: sd.update({"model.layers.0.self_attn.k_proj.weight": torch.zeros(16, 64)}), "shape"),
+    (lambda sd: sd.pop("lm_head.weight"), "missing.*lm_head.weight"),
+])
+def test_load_weights_rejects_bad_checkpoints(edit, message):
+    cfg, sd = _state("llama-gqa-untied")
+    edit(sd)
+    with pytest.raises(ValueError, match=message):
+        _fresh(cfg).load_weights(sd.items())
+
+
+def test_load_weights_rejects_a_repeated_tensor():
+    cfg, sd = _state("llama-gqa-untied")
+    items = list(sd.items())
+    with pytest.raises(ValueError, match="twice"):
+        _fresh(cfg).load_weights(items + items[:1])
+
+
+def test_tied_lm_head_may_be_absent_but_not_different():
+    cfg, sd = _state("llama-tied-biases-mqa")
+    lm_head = sd.pop("lm_head.weight")
+    model = _fresh(cfg)
+    model.load_weights(sd.items())       # absent: fine
+    hidden = torch.randn(3, 64, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(model.compute_logits(hidden), hidden @ lm_head.T)
+    with pytest.raises(ValueError, match="tied"):
+        _fresh(cfg).load_weights([*sd.items(), ("lm_head.weight", lm_head + 1)])
+
+
+def test_load_weights_copies_in_place_and_ignores_rotary_buffers():
+    cfg, sd = _state("llama-gqa-untied")
+    model = _fresh(cfg)
+    qkv = model.model.layers[0].self_attn.qkv_proj.weight
+    ptr = qkv.data_ptr()
+    model.load_weights([*sd.items(), ("model.layers.0.self_attn.rotary_emb.inv_freq", torch.ones(8))])
+    assert qkv.data_ptr() == ptr
+    q, k, v = (sd[f"model.layers.0.self_attn.{p}_proj.weight"] for p in "qkv")
+    assert torch.equal(qkv, torch.cat([q, k, v]))
+
+
+def test_opt_accepts_hub_names_without_the_model_prefix():
+    cfg, sd = _state("opt-project-in-out")
+    model = _fresh(cfg)
+    model.load_weights((name.removeprefix("model."), t) for name, t in sd.items())
+    assert torch.equal(model.model.decoder.project_in.weight, sd["model.decoder.project_in.weight"])
+
+
+def test_get_model_class():
+    assert get_model_class(LlamaConfig()) is LlamaForCausalLM
+    assert get_model_class(MistralConfig()) is LlamaForCausalLM
+    assert get_model_class(OPTConfig(architectures=["OPTForCausalLM"])) is OPTForCausalLM
+    with pytest.raises(ValueError, match="GPT2LMHeadModel.*supported.*LlamaForCausalLM"):
+        get_model_class(LlamaConfig(architectures=["GPT2LMHeadModel"]))
+    with pytest.raises(ValueError, match="gpt2.*OPTForCausalLM"):
+        get_model_class(GPT2Config())

@@ -42,6 +42,7 @@ def steps(draw):
         head_dim=draw(st.sampled_from([8, 16])),
         dtype=draw(st.sampled_from([torch.float32, torch.bfloat16])),
         cache_dtype=draw(st.sampled_from([None, None, torch.int8, torch.float8_e4m3fn])),
+        strided=draw(st.booleans()),     # a non-contiguous cache view (the index_put path)
         seed=draw(st.integers(0, 2**31 - 1)),
     )
 
@@ -67,8 +68,10 @@ def _setup(case: dict):
     full_k = [torch.randn(ctx, hkv, d, generator=g).to(dtype) for _, ctx in case["seqs"]]
     full_v = [torch.randn(ctx, hkv, d, generator=g).to(dtype) for _, ctx in case["seqs"]]
     quant = is_quantized(cache_dtype)
-    cache = torch.full((num_blocks, 2, bs, hkv, d), float("nan"), dtype=dtype).to(cache_dtype) \
-        if not quant else torch.zeros((num_blocks, 2, bs, hkv, d), dtype=cache_dtype)
+    width = 2 * d if case["strided"] else d
+    cache = torch.full((num_blocks, 2, bs, hkv, width), float("nan"), dtype=dtype).to(cache_dtype) \
+        if not quant else torch.zeros((num_blocks, 2, bs, hkv, width), dtype=cache_dtype)
+    cache = cache[..., :d]
     scales = torch.full((num_blocks, 2, bs, hkv), float("nan")) if quant else None
     for (q, ctx), table, k, v in zip(case["seqs"], tables, full_k, full_v):
         for which, rows in ((0, k), (1, v)):

@@ -44,7 +44,7 @@ class TorchBackend(AttentionBackend):
             raise ValueError(f"query heads {query.shape[1]} are not a multiple of the "
                              f"kv_cache's {kv_cache.shape[3]} KV heads")
         self._write(key, value, kv_cache, kv_scales if quantized else None, metadata)
-        out = torch.empty_like(query)
+        out = query.new_empty(query.shape)
         nd = metadata.num_decodes
         if nd:
             out[:nd] = self._decodes(query[:nd], kv_cache, kv_scales, metadata, scale)
@@ -53,8 +53,13 @@ class TorchBackend(AttentionBackend):
             q_len = metadata.query_lens[i]
             ctx = metadata.context_lens_host[i]
             q = query[start:start + q_len].transpose(0, 1)            # [Hq, q, D]
-            k, v = self._gather(kv_cache, kv_scales, metadata.block_tables[i:i + 1], ctx, query.dtype)
-            k, v = k[0, :ctx].transpose(0, 1), v[0, :ctx].transpose(0, 1)   # [Hkv, c, D]
+            if q_len == ctx and not quantized and kv_cache.dtype == query.dtype:
+                # A whole prompt: its context is exactly the rows just written.
+                k, v = key[start:start + q_len], value[start:start + q_len]
+            else:
+                k, v = self._gather(kv_cache, kv_scales, metadata.block_tables[i:i + 1], ctx, query.dtype)
+                k, v = k[0, :ctx], v[0, :ctx]
+            k, v = k.transpose(0, 1), v.transpose(0, 1)                    # [Hkv, c, D]
             mask = None
             if 1 < q_len < ctx:
                 rows = torch.arange(q_len, device=query.device).unsqueeze(1)
@@ -70,10 +75,19 @@ class TorchBackend(AttentionBackend):
     def _write(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
                kv_scales: torch.Tensor | None, metadata: AttentionMetadata) -> None:
         slots = metadata.slot_mapping
-        keep = slots >= 0
-        slots, key, value = slots[keep], key[keep], value[keep]
-        block_size = kv_cache.shape[2]
+        if bool((slots < 0).any()):                # padding tokens (slot -1) are not written
+            keep = slots >= 0
+            slots, key, value = slots[keep], key[keep], value[keep]
+        num_blocks, _, block_size = kv_cache.shape[:3]
         blocks, offsets = slots // block_size, slots % block_size
+        if kv_scales is None and kv_cache.is_contiguous():
+            # Row of (block, K/V, offset) in the cache seen as [num_blocks * 2 * block_size, Hkv, D]:
+            # index_copy_ is several times cheaper than a 3-index index_put_.
+            rows = kv_cache.view(num_blocks * 2 * block_size, *kv_cache.shape[3:])
+            k_rows = blocks * (2 * block_size) + offsets
+            rows.index_copy_(0, k_rows, key.to(kv_cache.dtype))
+            rows.index_copy_(0, k_rows + block_size, value.to(kv_cache.dtype))
+            return
         for which, rows in ((0, key), (1, value)):
             if kv_scales is not None:
                 rows, row_scales = _quantize(rows, kv_cache.dtype)
@@ -86,14 +100,14 @@ class TorchBackend(AttentionBackend):
         """K and V [n, padded_ctx, Hkv, D] in `dtype` of the sequences whose block
         tables are `tables`, through their first ceil(max_ctx / block_size) blocks."""
         block_size = kv_cache.shape[2]
-        idx = tables[:, :-(-max_ctx // block_size)].long()
-        n, width = idx.shape
+        idx = tables[:, :-(-max_ctx // block_size)].reshape(-1).long()
+        n = tables.shape[0]
         out = []
         for which in (0, 1):
-            rows = kv_cache[idx, which]                                # [n, width, bs, Hkv, D]
+            rows = kv_cache[:, which].index_select(0, idx)           # [n * width, bs, Hkv, D]
             if kv_scales is not None and kv_cache.dtype in _QMAX:
-                rows = rows.float() * kv_scales[idx, which].unsqueeze(-1)
-            out.append(rows.to(dtype).reshape(n, width * block_size, *rows.shape[3:]))
+                rows = rows.float() * kv_scales[:, which].index_select(0, idx).unsqueeze(-1)
+            out.append(rows.to(dtype).view(n, -1, *rows.shape[2:]))
         return out[0], out[1]
 
     def _decodes(self, query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor | None,
@@ -108,10 +122,14 @@ class TorchBackend(AttentionBackend):
         if min(metadata.context_lens_host[:nd]) < max_ctx:
             cols = torch.arange(max_ctx, device=query.device)
             valid = cols.unsqueeze(0) < metadata.context_lens[:nd].unsqueeze(1)   # [nd, c]
-            k = k.masked_fill(~valid[:, :, None, None], 0)
-            v = v.masked_fill(~valid[:, :, None, None], 0)
+            k.masked_fill_(~valid[:, :, None, None], 0)        # in place: the gather's own copy
+            v.masked_fill_(~valid[:, :, None, None], 0)
             mask = valid[:, None, None, :]
+        # GQA without repeating K/V: the `group` query heads of a KV head are that
+        # head's `group` query rows (HF's head h reads KV head h // group).
+        nd, hq, d = query.shape
+        hkv = k.shape[2]
         res = F.scaled_dot_product_attention(
-            query.unsqueeze(2), k.transpose(1, 2), v.transpose(1, 2),
-            attn_mask=mask, scale=scale, enable_gqa=True)                    # [nd, Hq, 1, D]
-        return res.squeeze(2)
+            query.view(nd, hkv, hq // hkv, d), k.transpose(1, 2), v.transpose(1, 2),
+            attn_mask=mask, scale=scale)                                       # [nd, Hkv, group, D]
+        return res.reshape(nd, hq, d)

@@ -3,6 +3,7 @@ weight, as HF Llama does, so half-precision models round where HF rounds."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 LayerNorm = nn.LayerNorm   # OPT's pre/post norms: torch's own is the reference
@@ -19,6 +20,5 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        normed = F.rms_norm(x.float(), self.weight.shape, eps=self.eps)    # one fused op
+        return self.weight * normed.to(x.dtype)

@@ -30,6 +30,7 @@ class LlamaAttention(nn.Module):
         self.qkv_proj = ShardedLinear(config.hidden_size, [("q_proj", q_size), ("k_proj", kv_size),
                                                            ("v_proj", kv_size)], bias=bias)
         self.o_proj = nn.Linear(q_size, config.hidden_size, bias=bias)
+        self.qk_size = q_size + kv_size
         self.backend = backend
         self.scale = head_dim ** -0.5
 
@@ -37,11 +38,12 @@ class LlamaAttention(nn.Module):
                 kv_cache: torch.Tensor, kv_scales: torch.Tensor | None,
                 metadata: AttentionMetadata) -> torch.Tensor:
         t = hidden.shape[0]
-        q, k, v = self.qkv_proj.split(self.qkv_proj(hidden))
-        q = apply_rotary(q.view(t, self.num_heads, self.head_dim), cos, sin)
-        k = apply_rotary(k.view(t, self.num_kv_heads, self.head_dim), cos, sin)
-        out = self.backend.forward(q, k, v.view(t, self.num_kv_heads, self.head_dim),
-                                   kv_cache, kv_scales, metadata, self.scale)
+        qkv = self.qkv_proj(hidden)
+        # q and k sit side by side in the fused output: one rotary pass for both.
+        qk = apply_rotary(qkv[:, :self.qk_size].view(t, -1, self.head_dim), cos, sin)
+        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
+        v = qkv[:, self.qk_size:].view(t, self.num_kv_heads, self.head_dim)
+        out = self.backend.forward(q, k, v, kv_cache, kv_scales, metadata, self.scale)
         return self.o_proj(out.reshape(t, self.num_heads * self.head_dim))
 
 
