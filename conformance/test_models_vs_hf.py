@@ -68,10 +68,10 @@ class PagedCache:
     """A test-side stand-in for the runner: per-sequence block tables drawn from a
     shuffled free list, the step's flat batch and metadata, logits of every row."""
 
-    def __init__(self, model, seed: int) -> None:
+    def __init__(self, model, seed: int, dtype: torch.dtype = torch.float32) -> None:
         self.model = model
         shape = (NUM_BLOCKS, 2, BLOCK_SIZE, model.num_kv_heads, model.head_dim)
-        self.caches = [torch.full(shape, float("nan")) for _ in range(model.num_layers)]
+        self.caches = [torch.full(shape, float("nan"), dtype=dtype) for _ in range(model.num_layers)]
         self.free = torch.randperm(NUM_BLOCKS, generator=torch.Generator().manual_seed(seed)).tolist()
         self.tables: dict[str, list[int]] = {}
         self.lens: dict[str, int] = {}
@@ -216,3 +216,19 @@ def test_get_model_class():
         get_model_class(LlamaConfig(architectures=["GPT2LMHeadModel"]))
     with pytest.raises(ValueError, match="gpt2.*OPTForCausalLM"):
         get_model_class(GPT2Config())
+
+
+@pytest.mark.parametrize("name", ["llama-gqa-untied", "opt-pre-ln"])
+def test_bfloat16_runs_close_to_hf_in_bfloat16(name):
+    """Dtype plumbing (rotary table, norms, cache) in bfloat16: near HF's own bf16 logits."""
+    cfg = CONFIGS[name]()
+    hf = _hf_model(cfg)
+    ours = _ours(cfg, hf).to(torch.bfloat16)
+    hf = hf.to(torch.bfloat16)
+    tokens = torch.randint(0, 128, (9,), generator=torch.Generator().manual_seed(9)).tolist()
+    cache = PagedCache(ours, seed=10, dtype=torch.bfloat16)
+    rows = torch.cat([cache.step([("a", tokens[:8])], num_decodes=0)[0],
+                      cache.step([("a", tokens[8:])], num_decodes=1)[0]])
+    ref = _hf_logits(hf, tokens)
+    err = float((rows - ref).abs().amax() / ref.abs().amax())
+    assert err <= 3e-2, f"{name} bf16: relative error {err:.2e}"
