@@ -96,6 +96,7 @@ def add_gate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="shorter benchmarks (BENCH_QUICK=1), as .ci/run gates")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep every round's JSON here")
     add_judgement(p)
+    p.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS", help="extra pytest arguments after --")
 
 
 def add_calibrate(p: argparse.ArgumentParser) -> None:

@@ -137,3 +137,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"pagedlm bench run: {len(ran)} suite(s) ran ({', '.join(ran) or 'none'}) x {args.rounds} round(s) "
           f"-> {args.out}")
     return 0
+
+
+def gate(args: argparse.Namespace) -> int:
+    """`pagedlm bench gate` (bench/harness/gate.py)."""
+    from bench.harness.gate import gate as run_gate
+    try:
+        repo = source_tree()
+    except HarnessInputError as exc:
+        return fail(exc, "pagedlm bench gate")
+    return run_gate(args, repo)
