@@ -43,7 +43,7 @@ class LLMEngine:
         self.scheduler_config = SchedulerConfig(
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=parts.max_num_batched_tokens,
             max_model_len=parts.max_model_len, enable_chunked_prefill=args.enable_chunked_prefill,
-            preemption_mode=args.preemption_mode or ("swap" if parts.num_cpu_blocks else "recompute"))
+            preemption_mode=args.preemption_mode or "recompute")
         self.cache_config = CacheConfig(
             block_size=args.block_size, num_gpu_blocks=parts.num_gpu_blocks,
             num_cpu_blocks=parts.num_cpu_blocks, enable_prefix_caching=args.enable_prefix_caching)

@@ -3,8 +3,10 @@
 Layout per layer (docs/architecture.md, "KV cache contract"):
 `[num_blocks, 2, block_size, num_kv_heads, head_dim]`, and for fp8/int8 caches a
 float32 scale per token and KV head, `[num_blocks, 2, block_size, num_kv_heads]`.
-The CPU swap pool has the same layout with its own block count. Caches start
-zeroed so a slot that has never been written reads as finite numbers.
+The CPU swap pool has the same layout with its own block count. A slot that was
+never written is never read (the backends read a sequence's first context_len
+slots only; the conformance fills unused slots with NaN to prove it), so CPU
+caches are left uninitialised: zeroing gigabytes would cost seconds at start.
 """
 from __future__ import annotations
 
@@ -62,8 +64,9 @@ class KVCache:
 
     def _make(self, n: int, device: torch.device, pin: bool = False) -> list[torch.Tensor]:
         s = self.shape
-        return [torch.zeros((n, 2, s.block_size, s.num_kv_heads, s.head_dim), dtype=s.dtype,
-                            device=device, pin_memory=pin) for _ in range(s.num_layers)]
+        make = torch.zeros if device.type == "cuda" else torch.empty
+        return [make((n, 2, s.block_size, s.num_kv_heads, s.head_dim), dtype=s.dtype,
+                     device=device, pin_memory=pin) for _ in range(s.num_layers)]
 
     def _make_scales(self, n: int, device: torch.device,
                      pin: bool = False) -> list[torch.Tensor] | None:

@@ -32,7 +32,7 @@ class PromptRows:
     """Logits rows of one prompt chunk, for prompt logprobs: row k predicts the
     token at position first_target + k."""
 
-    seq: Sequence
+    request_id: str
     first_target: int
     rows: slice
 
@@ -90,7 +90,8 @@ class ModelRunner:
                 if count > 0:
                     first = len(prompt_flat)
                     prompt_flat.extend(range(row0, row0 + count))
-                    prompt_rows.append(PromptRows(seq, start + 1, slice(first, first + count)))
+                    prompt_rows.append(PromptRows(s.request.request_id, start + 1,
+                                                  slice(first, first + count)))
         kv = self.kv_cache
         metadata = build_metadata(tables, query_lens, context_lens, len(out.decodes),
                                   kv.shape.block_size, kv.num_blocks, self.device)
