@@ -6,17 +6,9 @@ children made with Sequence.fork + BlockManager.fork) can be added later.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, MutableSequence
-from types import MappingProxyType
+from collections.abc import Iterable, MutableSequence
 
 from engine.core.sequence import Sequence, SequenceStatus
-
-_FINISH_REASONS: Mapping[SequenceStatus, str] = MappingProxyType({
-    SequenceStatus.FINISHED_STOPPED: "stop",
-    SequenceStatus.FINISHED_LENGTH: "length",
-    SequenceStatus.FINISHED_ABORTED: "abort",
-    SequenceStatus.FINISHED_IGNORED: "ignored",
-})
 
 
 class Request:
@@ -66,7 +58,7 @@ class Request:
     @property
     def finish_reason(self) -> str | None:
         """"stop", "length", "abort", "ignored", or None while unfinished."""
-        return _FINISH_REASONS.get(self.seq.status)
+        return self.seq.finish_reason
 
     @property
     def output_token_ids(self) -> list[int]:

@@ -19,15 +19,10 @@ the prefix cache is written by then (it registers blocks as they fill, before
 their KV exists). Admission allocate()s the first chunk; each later step
 append_slots() its chunk. A decode: update() appends the sampled token at
 position p = len - 1 without a slot; the next schedule() computes p, calling
-append_slots first when p starts a new block -- so a block is taken only by the
-step that writes it, and running out there is what triggers preemption.
-
-Decodes (the hot path). A decode whose position p lies inside its last block
-(p % block_size != 0), of a request that was never forked, skips the block
-manager: the slot exists, and a private partial block needs no copy-on-write
-(prefix caching shares only full blocks). append_slots covers every token
-appended since its last call, so the next boundary call catches the table up and
-registers the block that filled meanwhile (one step after its KV was written).
+append_slots first -- so a block is taken only by the step that writes it, and
+running out there is what triggers preemption. The block manager decides how
+cheap that call is (one fast path, there: a slot inside a last block the
+sequence owns alone costs a few comparisons).
 
 Preemption (which request goes, and where): see engine/core/preemption.py.
 
@@ -50,6 +45,7 @@ left cached without their KV).
 """
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Iterable
 
@@ -63,6 +59,8 @@ from engine.core.sequence import Sequence, SequenceStatus
 from engine.core.step_update import apply_sampled
 
 _RUNNING = SequenceStatus.RUNNING
+_seq_id = operator.attrgetter("seq_id")
+_computed = operator.attrgetter("num_computed_tokens")
 
 
 def _prefix(seq: Sequence, num_tokens: int) -> Sequence:
@@ -150,23 +148,44 @@ class Scheduler:
         return out
 
     def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
-        bm, decodes, starts = self.block_manager, out.decodes, out.decode_starts
-        sample = out.sample_seq_ids.add
-        bs = self.cache_config.block_size
-        for req in self.running:        # safe: preemption pops only from the tail
-            if not budget:
-                break
-            seq = req.seq
-            tokens = seq.token_ids
-            start = seq.num_computed_tokens
-            remaining = len(tokens) - start
-            # The hot path: a decode inside its last block (see "Decodes" above).
-            if remaining == 1 and start % bs and seq.output_token_ids and len(req.seqs) == 1:
-                decodes.append(req)
-                starts.append(start)
-                sample(seq.seq_id)
+        """Running requests in arrival order. A run of decodes is planned in a
+        tight loop and gets its slots from the block manager in one batch
+        (append_slots_batch), before anything else asks it for blocks, so blocks
+        are still taken in arrival order; a prefill chunk gets its slots alone."""
+        running, bm = self.running, self.block_manager
+        decodes, copies_out = out.decodes, out.blocks_to_copy
+        i = 0                                           # running[i] is next
+        while True:
+            first, planned = i, len(decodes)
+            for req in running[i:i + budget]:           # the hot loop: 1 token each
+                seq = req.seq
+                if len(seq.token_ids) - seq.num_computed_tokens != 1 or not seq.output_token_ids:
+                    break                               # not a decode
+                decodes.append(seq)
+            got = bm.append_slots_batch(decodes, planned, copies_out)
+            # Bookkeeping of the decodes that got slots, in C loops.
+            out.decode_requests.extend(running[first:first + got - planned])
+            out.decode_starts.extend(map(_computed, decodes[planned:got]))
+            out.sample_seq_ids.update(map(_seq_id, decodes[planned:got]))
+            budget -= got - planned
+            i = first + got - planned
+            if got < len(decodes):                      # running[i] found no room
+                del decodes[got:]
+                req = running[i]
+                copies = self._make_room(req, req.seq, out)
+                if copies is None:
+                    return budget                       # req preempted itself
+                copies_out.extend(copies)
+                self._record(req, req.seq.num_computed_tokens, 1, 1, out)
                 budget -= 1
+                i += 1
                 continue
+            if i >= len(running) or not budget:
+                return budget
+            req = running[i]                            # a prefill chunk
+            seq = req.seq
+            start = seq.num_computed_tokens
+            remaining = len(seq.token_ids) - start
             n = budget if remaining > budget else remaining   # a started prefill goes on
             view = seq if n == remaining else _prefix(seq, start + n)
             try:
@@ -174,12 +193,11 @@ class Scheduler:
             except NoFreeBlocksError:
                 copies = self._make_room(req, view, out)
                 if copies is None:
-                    break                               # req preempted itself
-            if copies:
-                out.blocks_to_copy.extend(copies)
+                    return budget                       # req preempted itself
+            copies_out.extend(copies)
             self._record(req, start, n, remaining, out)
             budget -= n
-        return budget
+            i += 1
 
     def _schedule_swapped(self, out: SchedulerOutput, budget: int) -> int:
         bm, swapped, bs = self.block_manager, self.swapped, self.cache_config.block_size
@@ -273,7 +291,8 @@ class Scheduler:
         if n == remaining:
             out.sample_seq_ids.add(seq.seq_id)
             if n == 1 and seq.output_token_ids:         # its last sampled token: a decode
-                out.decodes.append(req)
+                out.decodes.append(seq)
+                out.decode_requests.append(req)
                 out.decode_starts.append(start)
                 return
         out.prefills.append(ScheduledSequence(req, seq, start, n, True, n == remaining))

@@ -39,11 +39,12 @@ class ScheduledSequence:
 
 @dataclass
 class SchedulerOutput:
-    """One step. Decodes are kept as two flat lists (the hot path: hundreds per
+    """One step. Decodes are kept as flat lists (the hot path: hundreds per
     step, no object each); prompt and re-prefill chunks as ScheduledSequence.
 
-    decodes[i]: a request whose last (sampled) token is computed this step, at
-        position decode_starts[i] (its num_computed_tokens before the step).
+    decodes[i]: a sequence whose last (sampled) token is computed this step, at
+        position decode_starts[i] (its num_computed_tokens before the step), of
+        the request decode_requests[i].
     prefills: prompt / re-prefill chunks, in scheduling order.
     scheduled: all of them as ScheduledSequence, decodes first (built on demand).
     sample_seq_ids: seq ids that sample a token this step; update() wants one each.
@@ -56,7 +57,8 @@ class SchedulerOutput:
     preempted: request ids preempted this step (by either mode).
     """
 
-    decodes: list[Request] = field(default_factory=list)
+    decodes: list[Sequence] = field(default_factory=list)
+    decode_requests: list[Request] = field(default_factory=list)
     decode_starts: list[int] = field(default_factory=list)
     prefills: list[ScheduledSequence] = field(default_factory=list)
     num_batched_tokens: int = 0
@@ -74,8 +76,8 @@ class SchedulerOutput:
 
     @property
     def scheduled(self) -> list[ScheduledSequence]:
-        decodes = [ScheduledSequence(r, r.seq, p, 1, False, True)
-                   for r, p in zip(self.decodes, self.decode_starts)]
+        decodes = [ScheduledSequence(r, s, p, 1, False, True) for s, r, p in
+                   zip(self.decodes, self.decode_requests, self.decode_starts)]
         return decodes + self.prefills
 
     @property

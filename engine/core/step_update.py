@@ -23,14 +23,15 @@ def apply_sampled(output: SchedulerOutput, sampled: dict[int, int]) -> list[Requ
         _check_sampled(output, sampled)
     finished: list[Request] = []
     # The hot loop: hundreds of decodes a step.
-    for req, start in zip(output.decodes, output.decode_starts):
-        seq = req.seq
+    for seq, req, start in zip(output.decodes, output.decode_requests, output.decode_starts):
         if seq.status is not _RUNNING:
             continue
         seq.num_computed_tokens = start + 1
         token = sampled[seq.seq_id]
-        seq.append_token_id(token)
-        if token in req.stop_ids or len(seq.output_token_ids) >= req.max_outputs:
+        seq.token_ids.append(token)                     # append_token_id, inlined
+        outputs = seq.output_token_ids
+        outputs.append(token)
+        if token in req.stop_ids or len(outputs) >= req.max_outputs:
             finished.append(req)
     for s in output.prefills:
         seq = s.seq

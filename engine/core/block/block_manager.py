@@ -146,7 +146,7 @@ class BlockManager:
         blocks = hit_blocks
         for _ in range(fresh):
             blocks.append(gpu.allocate())
-        table = BlockTable(blocks, len(tokens), True, list(hashes), len(hits),
+        table = BlockTable(blocks, len(tokens), True, self.block_size, list(hashes), len(hits),
                            len(hits) * self.block_size)
         self._tables[seq.seq_id] = table
         self._prefix.extend(table, tokens)
@@ -165,30 +165,46 @@ class BlockManager:
     def can_append_slots(self, seq: Sequence) -> bool:
         """Whether append_slots(seq) can succeed now (no watermark: running
         sequences may use the last blocks)."""
-        table = self._tables.get(seq.seq_id)
-        if (table is not None and table.on_gpu   # fast path: room in a last block it owns
-                and table.num_tokens <= len(seq.token_ids) <= len(table.blocks) * self.block_size
-                and self._gpu.refs[table.blocks[-1]] == 1):
-            return True
         cost = self._append_cost(self._gpu_table(seq, "can_append_slots"), len(seq.token_ids))
         return cost == 0 or cost <= self._gpu.num_free
 
     def append_slots(self, seq: Sequence) -> list[tuple[int, int]]:
         """Give slots to the tokens appended since the table last covered seq;
-        returns copy-on-write (src, dst) pairs. O(1) unless a block fills."""
-        table = self._tables.get(seq.seq_id)
-        if table is not None and table.on_gpu:
-            old, tokens = table.num_tokens, seq.token_ids
-            num_tokens, blocks, bs = len(tokens), table.blocks, self.block_size
-            # Fast path: written in place into the last block, owned alone.
-            if old < num_tokens <= len(blocks) * bs and self._gpu.refs[blocks[-1]] == 1:
-                if self._out_fwd or self._in_rev:
-                    self._swap.forget_gpu_copies(blocks[-1])
+        returns copy-on-write (src, dst) pairs. O(1) unless a block fills.
+        NoFreeBlocksError, changing nothing, when the GPU has no room."""
+        copies: list[tuple[int, int]] = []
+        if not self.append_slots_batch((seq,), 0, copies):
+            self._append_slots(seq)                     # raises with the numbers
+        return copies
+
+    def append_slots_batch(self, seqs: list[Sequence] | tuple[Sequence, ...], start: int,
+                           copies: list[tuple[int, int]]) -> int:
+        """append_slots for seqs[start:] in order, adding their copy-on-write
+        pairs to `copies`. Stops at the first sequence that gets no room, changing
+        nothing for it or those after it, and returns its index (len(seqs) when
+        all got their slots). The scheduler gives a step's decodes their slots in
+        one call: this loop is the engine's one decode fast path."""
+        tables, refs = self._tables, self._gpu.refs
+        linked = bool(self._out_fwd or self._in_rev)    # only swaps add links
+        chained = self._cache is not None
+        for i, seq in enumerate(seqs[start:], start):
+            table = tables.get(seq.seq_id)
+            num_tokens = len(seq.token_ids)
+            # The fast path: new tokens that fit the last GPU block, which the
+            # sequence holds alone, so they are written in place.
+            if (table is not None and table.num_tokens < num_tokens <= table.gpu_slots
+                    and refs[table.blocks[-1]] == 1):
+                if linked:
+                    self._swap.forget_gpu_copies(table.blocks[-1])
                 table.num_tokens = num_tokens
-                if num_tokens % bs == 0 and table.chain_open and self._cache is not None:
-                    self._prefix.extend(table, tokens)
-                return []
-        return self._append_slots(seq)
+                if chained and num_tokens == table.gpu_slots and table.chain_open:
+                    self._prefix.extend(table, seq.token_ids)
+                continue
+            try:
+                copies.extend(self._append_slots(seq))
+            except NoFreeBlocksError:
+                return i
+        return len(seqs)
 
     def _append_slots(self, seq: Sequence) -> list[tuple[int, int]]:
         table = self._gpu_table(seq, "append_slots")
@@ -208,8 +224,8 @@ class BlockManager:
             copies.append((src, dst))
         elif table.num_tokens % self.block_size and num_tokens > table.num_tokens:
             self._swap.forget_gpu_copies(blocks[-1])   # written in place
-        for _ in range(new_blocks):
-            blocks.append(self._gpu.allocate())
+        if new_blocks:
+            table.add_blocks([self._gpu.allocate() for _ in range(new_blocks)])
         table.num_tokens = num_tokens
         if self._cache is not None and table.chain_open:
             self._prefix.extend(table, tokens)
