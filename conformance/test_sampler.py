@@ -15,6 +15,8 @@ from engine.sampling import SamplingParams
 from engine.sampling.sampler import Sampler, SamplingRow, make_generator
 
 EOS = 1
+# CPU always; CUDA on a GPU machine (the same rules, its own random streams).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 # Decisions this close to a boundary may honestly go either way in float32.
 MARGIN = 1e-5
 
@@ -49,24 +51,25 @@ def reference_row(logits: torch.Tensor, row: SamplingRow) -> ref.Processed:
     blocked = []
     if len(row.output_token_ids) < p.min_tokens:
         blocked = list(p.stop_token_ids) + ([] if p.ignore_eos else list(row.eos_token_ids))
-    return ref.process(logits.numpy(), ref.RowParams(
+    return ref.process(logits.cpu().numpy(), ref.RowParams(
         temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p,
         repetition_penalty=p.repetition_penalty, frequency_penalty=p.frequency_penalty,
         presence_penalty=p.presence_penalty, blocked=blocked,
         prompt=row.prompt_token_ids, output=row.output_token_ids))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @given(seed=st.integers(0, 2**32 - 1), vocab=st.integers(2, 48), quarters=st.booleans(),
        params=st.lists(row_params, min_size=1, max_size=6))
-def test_processing_and_kept_sets_equal_the_reference(seed: int, vocab: int, quarters: bool,
-                                                      params: list[dict]) -> None:
+def test_processing_and_kept_sets_equal_the_reference(device: str, seed: int, vocab: int,
+                                                      quarters: bool, params: list[dict]) -> None:
     gen = torch.Generator().manual_seed(seed)
     logits = draw_logits(gen, len(params), vocab, quarters)
     rows = [SamplingRow(SamplingParams(**d), draw_history(gen, vocab, 1, 8),
                         draw_history(gen, vocab, 0, 6), eos_token_ids=[EOS]) for d in params]
-    sampler = Sampler(make_generator(seed))
-    processed = sampler.process(logits, rows).numpy()
-    tokens = sampler(logits, rows).token_ids
+    sampler = Sampler(make_generator(seed, device))
+    processed = sampler.process(logits.to(device), rows).cpu().numpy()
+    tokens = sampler(logits.to(device), rows).token_ids
     for i, row in enumerate(rows):
         want = reference_row(logits[i], row)
         mine = processed[i]
@@ -131,8 +134,10 @@ def test_tie_rules_at_the_boundaries() -> None:
     assert kept([0.0, -30.0, -30.0], top_p=1e-6) == [0]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @given(seed=st.integers(0, 2**32 - 1), data=st.data())
-def test_seeded_rows_do_not_depend_on_the_batch(seed: int, data: st.DataObject) -> None:
+def test_seeded_rows_do_not_depend_on_the_batch(device: str, seed: int,
+                                                data: st.DataObject) -> None:
     vocab = data.draw(st.integers(5, 64))
     steps = data.draw(st.integers(1, 4))
     mine = SamplingParams(seed=seed, temperature=data.draw(st.sampled_from([0.5, 1.0, 1.5])),
@@ -144,21 +149,22 @@ def test_seeded_rows_do_not_depend_on_the_batch(seed: int, data: st.DataObject) 
     my_logits = draw_logits(gen, steps * width, vocab, quarters=False).view(steps, width, vocab)
 
     def run(others: int, position: int, sampler_seed: int) -> list[list[int]]:
-        request_gen = make_generator(seed)
+        request_gen = make_generator(seed, device)
         outputs: list[list[int]] = [[] for _ in range(width)]
-        sampler = Sampler(make_generator(sampler_seed))
+        sampler = Sampler(make_generator(sampler_seed, device))
         for step in range(steps):
             kinds = [SamplingParams(temperature=0.0), SamplingParams(),
                      SamplingParams(seed=seed + 1, top_p=0.9)]
             rows, logits = [], []
             for j in range(others):
                 p = kinds[j % 3]
-                rows.append(SamplingRow(p, [0], [], make_generator(p.seed) if p.seed else None))
+                gen_j = make_generator(p.seed, device) if p.seed else None
+                rows.append(SamplingRow(p, [0], [], gen_j))
                 logits.append(torch.randn(vocab, generator=gen))
             for k in range(width):           # one request's rows: together, in index order
                 rows.insert(position + k, SamplingRow(mine, [0, 1], list(outputs[k]), request_gen))
                 logits.insert(position + k, my_logits[step, k])
-            tokens = sampler(torch.stack(logits), rows).token_ids
+            tokens = sampler(torch.stack(logits).to(device), rows).token_ids
             for k in range(width):
                 outputs[k].append(tokens[position + k])
         return outputs
@@ -180,23 +186,27 @@ def test_seeds_change_the_draw_and_repeat_it() -> None:
 LOGITS8 = [1.0, 0.5, 0.0, -0.5, 2.0, -1.0, 0.25, 1.5]
 
 
-def draw_counts(params: SamplingParams, draws: int, seeded: bool = False) -> np.ndarray:
-    gen = make_generator(2024)
+def draw_counts(params: SamplingParams, draws: int, seeded: bool = False,
+                device: str = "cpu") -> np.ndarray:
+    gen = make_generator(2024, device)
     rows = [SamplingRow(params, generator=gen if seeded else None)] * draws
-    tokens = Sampler(make_generator(7))(torch.tensor([LOGITS8]).repeat(draws, 1), rows).token_ids
+    logits = torch.tensor([LOGITS8], device=device).repeat(draws, 1)
+    tokens = Sampler(make_generator(7, device))(logits, rows).token_ids
     return np.bincount(tokens, minlength=len(LOGITS8))
 
 
-def test_temperature_sampling_follows_the_softmax() -> None:
-    counts = draw_counts(SamplingParams(temperature=0.7), 20_000)
+@pytest.mark.parametrize("device", DEVICES)
+def test_temperature_sampling_follows_the_softmax(device: str) -> None:
+    counts = draw_counts(SamplingParams(temperature=0.7), 20_000, device=device)
     expected = ref.softmax64(np.array(LOGITS8) / 0.7) * counts.sum()
     assert chisquare(counts, expected).pvalue > 1e-3
     # The test has power: the untempered softmax is rejected.
     assert chisquare(counts, ref.softmax64(np.array(LOGITS8)) * counts.sum()).pvalue < 1e-6
 
 
-def test_seeded_draws_follow_the_softmax() -> None:
-    counts = draw_counts(SamplingParams(temperature=1.3, seed=5), 4_000, seeded=True)
+@pytest.mark.parametrize("device", DEVICES)
+def test_seeded_draws_follow_the_softmax(device: str) -> None:
+    counts = draw_counts(SamplingParams(temperature=1.3, seed=5), 4_000, seeded=True, device=device)
     expected = ref.softmax64(np.array(LOGITS8) / 1.3) * counts.sum()
     assert chisquare(counts, expected).pvalue > 1e-3
 

@@ -33,18 +33,20 @@ def check_entry(entry, raw: np.ndarray, token: int, k: int) -> None:
     assert set(as_dict) == {token, *order}
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @given(seed=st.integers(0, 2**32 - 1), vocab=st.integers(2, 40),
        asks=st.lists(st.none() | st.integers(0, 45), min_size=1, max_size=5),
        temperature=st.sampled_from([0.0, 0.6, 1.0]), penalty=st.sampled_from([1.0, 1.5]))
-def test_sampler_logprobs_are_of_the_raw_distribution(seed: int, vocab: int, asks: list,
-                                                      temperature: float, penalty: float) -> None:
+def test_sampler_logprobs_are_of_the_raw_distribution(device: str, seed: int, vocab: int,
+                                                      asks: list, temperature: float,
+                                                      penalty: float) -> None:
     gen = torch.Generator().manual_seed(seed)
     # Quarter steps: many exact ties, and distinct logits stay distinct in float32.
     logits = torch.randint(-24, 25, (len(asks), vocab), generator=gen).float() / 4
     rows = [SamplingRow(SamplingParams(logprobs=k, temperature=temperature, top_k=3,
                                        repetition_penalty=penalty), [0, 1], [1])
             for k in asks]
-    out = Sampler(make_generator(seed))(logits, rows)
+    out = Sampler(make_generator(seed, device))(logits.to(device), rows)
     for i, k in enumerate(asks):
         if k is None:
             assert out.logprobs[i] is None

@@ -56,7 +56,8 @@ def test_sampling_type() -> None:
 def test_output_text_buffer_length() -> None:
     assert SamplingParams().output_text_buffer_length == 0
     assert SamplingParams(stop=["ab", "wxyz"]).output_text_buffer_length == 3
-    assert SamplingParams(stop=["wxyz"], include_stop_str_in_output=True).output_text_buffer_length == 0
+    kept = SamplingParams(stop=["wxyz"], include_stop_str_in_output=True)
+    assert kept.output_text_buffer_length == 0
 
 
 def test_replace_revalidates_and_clone_is_independent() -> None:

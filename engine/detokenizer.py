@@ -28,7 +28,8 @@ _INCOMPLETE = "\ufffd"
 class Tokenizer(Protocol):
     """The part of a HF tokenizer the detokenizer uses."""
 
-    def convert_ids_to_tokens(self, ids: list[int], skip_special_tokens: bool = ...) -> list[str]: ...
+    def convert_ids_to_tokens(self, ids: list[int],
+                              skip_special_tokens: bool = ...) -> list[str]: ...
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str: ...
 
