@@ -90,12 +90,12 @@ def test_num_blocks_tracks_the_table_on_either_device():
     bm = BlockManager(4, 16, 16)
     s = seq(0, 5)
     bm.allocate(s)
-    assert bm.num_blocks(s) == len(bm.get_block_table(s)) == 2
+    assert bm.num_blocks_of(s) == len(bm.get_block_table(s)) == 2
     for t in range(4):                     # 9 tokens: a third block
         s.append_token_id(100 + t)
         bm.append_slots(s)
-    assert bm.num_blocks(s) == len(bm.get_block_table(s)) == 3
+    assert bm.num_blocks_of(s) == len(bm.get_block_table(s)) == 3
     bm.swap_out(s)
-    assert bm.num_blocks(s) == len(bm.get_block_table(s)) == 3
+    assert bm.num_blocks_of(s) == len(bm.get_block_table(s)) == 3
     with pytest.raises(ValueError):
-        bm.num_blocks(seq(7, 3))
+        bm.num_blocks_of(seq(7, 3))

@@ -49,13 +49,18 @@ def test_same_block_tokens_after_a_different_prefix_is_a_miss():
     assert bm.get_block_table(c)[1] != bm.get_block_table(a)[1]
 
 
-def test_lookup_checks_tokens_and_parent():
+def test_match_checks_tokens_and_parent():
     cache = PrefixCache(BAD_HASHES["constant"])
     root = cache.register(0, (1, 2), block=5, depth=2, parent_serial=None)
-    assert cache.lookup(0, (1, 2), None) is root
-    assert cache.lookup(0, (1, 3), None) is None
-    assert cache.lookup(0, (1, 2), root.serial) is None
-    assert cache.register(0, (7, 7), block=6, depth=2, parent_serial=None) is None
+    assert cache.match([(1, 2)], [0]) == [root]
+    assert cache.match([(1, 3)], [0]) == []                   # same hash, other tokens
+    child = cache.register(1, (3, 4), block=6, depth=4, parent_serial=root.serial)
+    assert cache.match([(1, 2), (3, 4)], [0, 1]) == [root, child]
+    assert cache.match([(1, 3), (3, 4)], [0, 1]) == []         # stops at the first miss
+    orphan = cache.register(2, (5, 6), block=7, depth=4, parent_serial=None)
+    assert cache.match([(1, 2), (5, 6)], [0, 2]) == [root]     # its parent is not root
+    assert orphan is not None
+    assert cache.register(0, (7, 7), block=8, depth=2, parent_serial=None) is None
 
 
 OPS = st.lists(st.tuples(st.sampled_from(["alloc", "append", "fork", "free"]),

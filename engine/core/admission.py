@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from engine.core.block.block_manager import AllocStatus, BlockManager
 from engine.core.config import CacheConfig, SchedulerConfig
+from engine.core.kv_memory import cdiv
 from engine.core.request import Request
 from engine.core.sequence import Sequence
 
@@ -20,7 +21,7 @@ def largest_allocatable(bm: BlockManager, cache: CacheConfig, max_model_len: int
     """Most tokens one sequence may hold: whole blocks that can_allocate does not
     call NEVER (a bisection over probes whose ids hit no prefix-cache entry)."""
     bs = cache.block_size
-    lo, hi = 0, min(cache.num_gpu_blocks, -(-max_model_len // bs))
+    lo, hi = 0, min(cache.num_gpu_blocks, cdiv(max_model_len, bs))
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if bm.can_allocate(Sequence(-1, [-1] * (mid * bs))) is AllocStatus.NEVER:
@@ -43,7 +44,7 @@ def infeasibility(req: Request, cfg: SchedulerConfig, cache: CacheConfig,
     worst = min(plen + req.max_tokens - 1, cfg.max_model_len)
     if worst > pool_tokens:
         bs = cache.block_size
-        return (f"a sequence of up to {worst} tokens needs {-(-worst // bs)} blocks of "
+        return (f"a sequence of up to {worst} tokens needs {cdiv(worst, bs)} blocks of "
                 f"{bs} tokens, more than the GPU pool can ever hold "
                 f"(num_gpu_blocks={cache.num_gpu_blocks}, watermark={cache.watermark})")
     return None

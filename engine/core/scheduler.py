@@ -52,6 +52,7 @@ from collections.abc import Iterable
 from engine.core.admission import infeasibility, largest_allocatable
 from engine.core.block.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
 from engine.core.config import CacheConfig, SchedulerConfig
+from engine.core.kv_memory import cdiv
 from engine.core.preemption import Preemptor
 from engine.core.request import Request, insert_by_arrival
 from engine.core.scheduler_output import ScheduledSequence, SchedulerOutput
@@ -210,8 +211,8 @@ class Scheduler:
             if not n:
                 break
             # Room for its blocks plus those this step's tokens add.
-            held = bm.num_blocks(seq)
-            extra = max(0, -(-(start + n) // bs) - held)
+            held = bm.num_blocks_of(seq)
+            extra = max(0, cdiv(start + n, bs) - held)
             if not bm.can_swap_in(seq) or bm.num_free_gpu_blocks < held + extra:
                 break
             swapped.popleft()

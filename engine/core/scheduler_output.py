@@ -79,8 +79,3 @@ class SchedulerOutput:
         decodes = [ScheduledSequence(r, s, p, 1, False, True) for s, r, p in
                    zip(self.decodes, self.decode_requests, self.decode_starts)]
         return decodes + self.prefills
-
-    @property
-    def is_empty(self) -> bool:
-        """Nothing to run (there may still be ignored requests to report)."""
-        return not self.decodes and not self.prefills and not self.blocks_to_swap_out

@@ -24,6 +24,7 @@ from engine.core.block.allocator import BlockPool, NoFreeBlocksError
 from engine.core.block.block_table import BlockTable, UnknownSequenceError
 from engine.core.block.prefix_cache import HashFn, PrefixCache, PrefixChains, default_block_hash
 from engine.core.block.swap_space import SwapSpace
+from engine.core.kv_memory import cdiv
 from engine.core.sequence import Sequence
 
 __all__ = ["AllocStatus", "BlockManager", "NoFreeBlocksError", "UnknownSequenceError"]
@@ -33,10 +34,6 @@ class AllocStatus(enum.Enum):
     OK = "ok"          # can allocate now
     LATER = "later"    # not enough free blocks now
     NEVER = "never"    # more blocks than the GPU has (less the watermark)
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 class BlockManager:
@@ -76,9 +73,6 @@ class BlockManager:
     def num_free_cpu_blocks(self) -> int:
         return self._cpu.num_free
 
-    def get_num_free_gpu_blocks(self) -> int:
-        return self.num_free_gpu_blocks
-
     # ---- queries ------------------------------------------------------------
     def has_seq(self, seq: Sequence) -> bool:
         return seq.seq_id in self._tables
@@ -89,7 +83,7 @@ class BlockManager:
     def get_block_table(self, seq: Sequence) -> list[int]:
         return list(self._table(seq).blocks)
 
-    def num_blocks(self, seq: Sequence) -> int:
+    def num_blocks_of(self, seq: Sequence) -> int:
         """len(get_block_table(seq)), without the copy."""
         return len(self._table(seq).blocks)
 
@@ -119,7 +113,7 @@ class BlockManager:
     # ---- allocate -------------------------------------------------------------
     def can_allocate(self, seq: Sequence) -> AllocStatus:
         tokens = seq.token_ids
-        needed = _cdiv(len(tokens), self.block_size)
+        needed = cdiv(len(tokens), self.block_size)
         if self.num_total_gpu_blocks - needed < self.watermark_blocks:
             return AllocStatus.NEVER
         # Hits on held blocks cost nothing; hits on evictable ones use a free block.
@@ -136,7 +130,7 @@ class BlockManager:
         tokens = seq.token_ids
         hashes, hits = self._prefix.lookup(seq)
         gpu = self._gpu
-        fresh = _cdiv(len(tokens), self.block_size) - len(hits)
+        fresh = cdiv(len(tokens), self.block_size) - len(hits)
         hit_blocks = [e.block for e in hits]
         available = self.num_free_gpu_blocks - (len(hits) - gpu.count_held(hit_blocks))
         if fresh > available:
@@ -160,7 +154,7 @@ class BlockManager:
             raise ValueError(f"sequence has {num_tokens} tokens, fewer than the "
                              f"{old} its block table covers")
         cow = num_tokens > old and old % bs != 0 and self._gpu.refs[blocks[-1]] > 1
-        return -(-num_tokens // bs) - len(blocks) + cow
+        return cdiv(num_tokens, bs) - len(blocks) + cow
 
     def can_append_slots(self, seq: Sequence) -> bool:
         """Whether append_slots(seq) can succeed now (no watermark: running
@@ -214,7 +208,7 @@ class BlockManager:
         if cost > self._gpu.num_free:
             raise NoFreeBlocksError("gpu", cost, self._gpu.num_free)
         blocks = table.blocks
-        new_blocks = -(-num_tokens // self.block_size) - len(blocks)
+        new_blocks = cdiv(num_tokens, self.block_size) - len(blocks)
         copies: list[tuple[int, int]] = []
         if cost > new_blocks:              # copy-on-write of the last block
             src = blocks[-1]

@@ -67,15 +67,6 @@ class PrefixCache:
     def num_evictable(self) -> int:
         return len(self._evictable)
 
-    def lookup(self, block_hash: int, tokens: tuple,
-               parent_serial: Optional[int]) -> Optional[CacheEntry]:
-        """The entry for this block of this chain, or None (a miss)."""
-        entry = self._by_hash.get(block_hash)
-        if (entry is None or entry.parent_serial != parent_serial
-                or entry.tokens != tokens):
-            return None
-        return entry
-
     def match(self, chunks: list[tuple], hashes: list[int]) -> list[CacheEntry]:
         """Entries for the leading blocks of a chain, up to the first miss."""
         by_hash, hits, parent_serial = self._by_hash, [], None
