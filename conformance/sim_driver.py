@@ -61,7 +61,7 @@ def worst_len(a: Arrival, cfg: SchedulerConfig) -> int:
 
 
 def expected_infeasible(a: Arrival, cfg: SchedulerConfig, cache: CacheConfig) -> bool:
-    """The feasibility rule restated from the issue, independently of the code."""
+    """The feasibility rule (engine/core/admission.py) restated independently of the code."""
     if len(a.prompt) > cfg.max_model_len:
         return True
     if not cfg.enable_chunked_prefill and len(a.prompt) > cfg.max_num_batched_tokens:

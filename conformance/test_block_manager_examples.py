@@ -1,4 +1,4 @@
-"""Worked examples for the block manager (vLLM's cases and the issue's numbers)."""
+"""Worked examples for the block manager (vLLM's cases and hand-checked numbers)."""
 from __future__ import annotations
 
 import pytest

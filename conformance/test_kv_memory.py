@@ -55,7 +55,7 @@ def test_budget_agrees(gpu: int, pct: int, weights: int, activations: int, overh
     assert kvm.kv_budget_bytes(gpu, util, weights, activations, overhead) == want
 
 
-def test_seed_opt13b_example() -> None:
+def test_opt13b_on_a_40gb_card() -> None:
     assert kvm.block_bytes(16, 40, 40, 128, 2) == 13_107_200
     budget = kvm.kv_budget_bytes(40 * GiB, 1, 26 * GiB, 3 * GiB, GiB)
     assert kvm.num_blocks_for_budget(budget, 16, 40, 40, 128, 2) == 819

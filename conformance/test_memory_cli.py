@@ -1,4 +1,4 @@
-"""`pagedlm memory`: the issue's example commands, its agreement with reference.memory,
+"""`pagedlm memory`: its --help example commands, its agreement with reference.memory,
 size parsing, and errors (exit 2, one line naming the argument, never a traceback)."""
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def run_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     return captured.err
 
 
-def test_seed_opt13b_example_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_opt13b_on_a_40gb_card_json(capsys: pytest.CaptureFixture[str]) -> None:
     r = run_json(capsys, OPT13B_ARGS)
     assert r["bytes_per_token"] == 819_200
     assert r["bytes_per_block"] == 13_107_200

@@ -1,4 +1,4 @@
-"""reference.memory: the seed's worked examples, exactly, and properties of the closed forms.
+"""reference.memory: textbook worked examples, exactly, and properties of the closed forms.
 
 The independent oracle for bytes per token/block is the cache contract itself: the
 bytes of the tensors the engine allocates (kernels/README.md), measured with torch.
@@ -23,13 +23,13 @@ dtype_bytes = st.sampled_from([1, 2, 4])
 block_sizes = st.integers(1, 128)
 
 
-# --- the seed's worked examples (quiz Q8, Q21, Q22) ---
+# --- textbook worked examples ---
 
-def test_seed_q8_bytes_per_token_32_layers_32_heads_128_fp16() -> None:
+def test_bytes_per_token_32_layers_32_heads_128_fp16() -> None:
     assert mem.bytes_per_token(32, 32, 128, 2) == 524_288 == 512 * 1024
 
 
-def test_seed_q21_100_tokens_at_block_16() -> None:
+def test_100_tokens_at_block_16() -> None:
     assert mem.blocks_needed(100, 16) == 7
     assert 100 - 6 * 16 == 4                      # blocks 0-5 full, 4 tokens in block 6
     assert mem.last_block_waste(100, 16) == 12
@@ -37,7 +37,7 @@ def test_seed_q21_100_tokens_at_block_16() -> None:
     assert f"{float(mem.waste_fraction(100, 16)):.1%}" == "10.7%"
 
 
-def test_seed_q22_opt13b_on_a_40gb_card() -> None:
+def test_opt13b_on_a_40gb_card() -> None:
     budget = mem.kv_budget(40 * GiB, 1.0, weights=26 * GiB, activations=3 * GiB,
                            overhead=1 * GiB)
     assert budget == 10 * GiB
@@ -46,7 +46,7 @@ def test_seed_q22_opt13b_on_a_40gb_card() -> None:
     blocks = mem.num_blocks_in_budget(budget, block)
     assert blocks == 819
     assert mem.token_capacity(blocks, 16) == 13_104
-    # The seed answers "≈800 blocks / 12,800 tokens" because it rounds the block up to
+    # The usual rough answer, "≈800 blocks / 12,800 tokens", rounds the block up to
     # 12.8 "MB" (10,240 MB / 12.8 MB = 800); the exact block is 12.5 MiB, hence 819.
     assert Fraction(10_240) / Fraction("12.8") == 800
     assert block == Fraction("12.5") * 2**20

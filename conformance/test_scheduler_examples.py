@@ -1,4 +1,4 @@
-"""Scheduler worked examples (vLLM's and the seed's), each step checked by hand."""
+"""Scheduler worked examples (vLLM's and textbook ones), each step checked by hand."""
 from __future__ import annotations
 
 import pytest
@@ -69,7 +69,7 @@ def test_two_60_token_prompts_at_budget_64_chunk_60_4_then_56_plus_decode():
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-def test_seed_q23_32_decodes_and_a_200_token_prefill_fit_budget_256(chunked):
+def test_32_decodes_and_a_200_token_prefill_fit_budget_256(chunked):
     h = Harness(SchedulerConfig(max_num_seqs=64, max_num_batched_tokens=256, max_model_len=512,
                                 enable_chunked_prefill=chunked),
                 CacheConfig(block_size=16, num_gpu_blocks=256))

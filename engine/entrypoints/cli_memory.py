@@ -26,7 +26,7 @@ _DTYPE_ALIASES: Mapping[str, str] = MappingProxyType({
 
 EPILOG = f"""\
 examples:
-  # the seed's OPT-13B on a 40 GB card (Q22)
+  # OPT-13B on a 40 GB card, the textbook sizing example
   pagedlm memory --layers 40 --kv-heads 40 --head-dim 128 --dtype float16 --block-size 16 \\
                  --gpu-memory 40GiB --weights 26GiB --activations 3GiB --overhead 1GiB
   # a preset (weights estimated from its parameter count), 90% of an 80 GiB card, int8 KV
@@ -42,7 +42,7 @@ formulas:
   blocks      = floor(budget / bytes/block);  token capacity = blocks x block_size
   blocks for N tokens = ceil(N / block_size); waste = empty slots of the last block
 
-  The seed's Q22 answer (about 800 blocks / 12,800 tokens) rounds an OPT-13B block to
+  The usual rough answer (about 800 blocks / 12,800 tokens) rounds an OPT-13B block to
   12.8 MB; the exact block is 2x40x40x128x2x16 = 13,107,200 B (12.5 MiB), so its 10 GiB
   budget holds 819 blocks = 13,104 tokens, which is what this command prints.
 

@@ -1,6 +1,6 @@
 """Block manager: block tables, prefix caching, copy-on-write and swap. No torch.
 
-Choices (the issue leaves them open):
+Choices:
 - Tables are keyed by `seq.seq_id`. `free` of a sequence without a table is a
   no-op (abort paths may free twice); the other per-sequence calls raise
   `UnknownSequenceError` (a ValueError).
