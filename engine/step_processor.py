@@ -83,7 +83,11 @@ class StepProcessor:
             if k is not None and k > eng.vocab_size:
                 raise ValueError(f"request {request_id!r}: {field_name}={k} exceeds the "
                                  f"vocabulary size {eng.vocab_size}")
-        req = sched.add_request(request_id, ids, params.max_tokens,
+        # max_tokens=None (vLLM's "as many as fit"): up to the end of the model's context.
+        max_tokens = params.max_tokens
+        if max_tokens is None:
+            max_tokens = max(1, eng.scheduler_config.max_model_len - len(ids))
+        req = sched.add_request(request_id, ids, max_tokens,
                                 eos_token_ids=eng.eos_token_ids,
                                 stop_token_ids=params.stop_token_ids or (),
                                 ignore_eos=params.ignore_eos)
