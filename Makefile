@@ -22,8 +22,10 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/python examples/offline_inference.py
 
-# The CPU conformance suite (Triton kernels through the interpreter), as CI runs it.
+# The import contracts (pyproject.toml), then the CPU conformance suite (Triton kernels
+# through the interpreter), as CI runs it.
 test: setup
+	$(BIN)/lint-imports --no-cache
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest conformance -m "not gpu" -q -p no:cacheprovider -n auto
 
 # CPU benchmarks (scheduler, prefix cache); GPU kernel benchmarks run in gpu-test.
