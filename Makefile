@@ -26,7 +26,9 @@ run: setup
 # through the interpreter), as CI runs it.
 test: setup
 	$(BIN)/lint-imports --no-cache
-	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest conformance -m "not gpu" -q -p no:cacheprovider -n auto
+	# One thread per xdist worker: two workers with two OpenMP threads each on two cores
+	# spin-wait on each other (a small matmul took 10x longer, measured here).
+	OMP_NUM_THREADS=1 HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest conformance -m "not gpu" -q -p no:cacheprovider -n auto
 
 # CPU benchmarks (scheduler, prefix cache); GPU kernel benchmarks run in gpu-test.
 bench: setup
