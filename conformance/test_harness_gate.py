@@ -92,9 +92,9 @@ def test_gate_fails_a_slower_head(tmp_path, monkeypatch, capsys) -> None:
     fake = FakeRun(repo, head_slowdown=0.2)
     monkeypatch.setattr(runner, "run_round", fake)
     keep = tmp_path / "keep"
-    assert gate.gate(_args("--base", "HEAD~1", "--rounds", "2", "--keep", str(keep)), repo) == 1
+    assert gate.gate(_args("--base", "HEAD~1", "--rounds", "5", "--keep", str(keep)), repo) == 1
     assert capsys.readouterr().out.startswith("**FAIL**: 2 regression(s)")
-    assert sorted(p.name for p in (keep / "base").glob("*.json")) == ["round0.json", "round1.json"]
+    assert sorted(p.name for p in (keep / "base").glob("*.json")) == [f"round{i}.json" for i in range(5)]
     assert _no_worktrees_left(repo, fake)
 
 

@@ -93,11 +93,25 @@ def test_bootstrap_is_seeded_and_widens_with_shifts_between_rounds() -> None:
         stats.bootstrap_change_ci(base, head, seed=0, level=1.0)
 
 
-def test_aa_spread_is_the_even_odd_change() -> None:
-    rounds = [[1.0, 1.0], [1.1, 1.1], [1.0, 1.0], [1.1, 1.1]]
-    assert stats.aa_spread(rounds) == pytest.approx(0.1)
-    assert stats.aa_spread([[1.0]]) is None
-    assert stats.aa_spread([[2.0], [1.0], [2.0]]) == pytest.approx(abs(1.0 / 2.0 - 1))
+def test_noise_floor_estimates_the_95th_percentile_of_aa_changes() -> None:
+    """Rounds whose medians move by a log-normal sigma of 5 %: the estimate from one
+    gate's rounds is, on average, the 95th percentile of |change| over many A/A gates."""
+    gen = np.random.default_rng(21)
+    k, sigma = 5, 0.05
+
+    def side() -> list[list[float]]:
+        return [list(np.exp(gen.normal(s, 0.002, 30))) for s in gen.normal(0, sigma, k)]
+    estimates, changes = [], []
+    for _ in range(400):
+        base, head = side(), side()
+        estimates.append(stats.noise_floor(base, head))
+        changes.append(abs(stats.change(sum(base, []), sum(head, []))))
+    truth = float(np.quantile(changes, 0.95))
+    assert 0.8 * truth < float(np.median(estimates)) < 1.25 * truth, (np.median(estimates), truth)
+    base, head = side(), side()
+    slower = [[x * 1.3 for x in r] for r in head]   # a real shift does not raise the floor
+    assert stats.noise_floor(base, slower) == pytest.approx(stats.noise_floor(base, head))
+    assert stats.noise_floor([[1.0]], head) is None
 
 
 def test_p_greater_many_matches_one_by_one() -> None:
@@ -105,3 +119,8 @@ def test_p_greater_many_matches_one_by_one() -> None:
     pairs = [(list(gen.normal(0.1 * i, 1, n)), list(gen.normal(0, 1, m)))
              for i, (n, m) in enumerate([(12, 12), (12, 12), (7, 9), (12, 12), (30, 5)])]
     assert stats.p_greater_many(pairs) == pytest.approx([stats.p_greater(h, b) for h, b in pairs])
+
+
+def test_smallest_p_of_thousands_of_samples_is_tiny_not_an_overflow() -> None:
+    assert stats.smallest_p(2000, 2000) == 0.0
+    assert stats.smallest_p(30, 30) == pytest.approx(1 / math.comb(60, 30))

@@ -104,6 +104,8 @@ def add_calibrate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=positive_int, default=20, help="rounds of the same tree (default 20)")
     p.add_argument("--rounds", type=positive_int, default=5, help="rounds per side of each A/A gate (default 5)")
     p.add_argument("--quick", action="store_true", help="shorter benchmarks (BENCH_QUICK=1)")
+    p.add_argument("--gates", type=positive_int, default=200,
+                   help="A/A gates drawn from the rounds (default 200)")
     p.add_argument("--from", dest="from_dir", type=Path, metavar="DIR",
                    help="reuse the JSON of an earlier calibration instead of running")
     p.add_argument("--out", type=Path, default=Path("bench-calibration"),

@@ -41,8 +41,16 @@ def publish(c: Comparison, args: argparse.Namespace) -> int:
     from bench.harness import markdown
     plots: list[Path] = []
     if args.plots is not None:
-        from bench.harness.plots import distributions
-        plots = distributions(c, args.plots)
+        from bench.harness import plots as charts
+        try:
+            plots = charts.distributions(c, args.plots)
+            kernels = [{"extra_info": s.extra_info} for s in c.head.benchmarks.values()
+                       if charts.kernel_point(s.extra_info) is not None]
+            if kernels:
+                plots.append(charts.roofline(kernels, args.plots / "roofline.png",
+                                             f"head kernels on {c.head.machine.get('gpu') or 'this GPU'}"))
+        except ValueError as exc:
+            raise HarnessInputError(str(exc)) from exc
     text = markdown.render(c, plots, args.report.parent if args.report else Path.cwd())
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -58,9 +66,9 @@ def compare(args: argparse.Namespace, prog: str = "pagedlm bench compare") -> in
         settings = settings_of(args)
         floors = noise_floors_of(args.noise_floors)
         comparison = compare_runs(load_run(args.base), load_run(args.head), settings, floors)
+        return publish(comparison, args)
     except HarnessInputError as exc:
         return fail(exc, prog)
-    return publish(comparison, args)
 
 
 def fail(exc: Exception, prog: str) -> int:
@@ -147,3 +155,33 @@ def gate(args: argparse.Namespace) -> int:
     except HarnessInputError as exc:
         return fail(exc, "pagedlm bench gate")
     return run_gate(args, repo)
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    """`pagedlm bench calibrate`: run the suite --runs times (or reuse --from), then A/A."""
+    from bench.harness import calibrate as cal
+    from bench.harness import runner, suites
+    prog = "pagedlm bench calibrate"
+    try:
+        if args.from_dir is None:
+            tree = source_tree()
+            [suite] = suites.get(args.suite) if args.suite != "all" else [None]
+            if suite is None:
+                raise HarnessInputError("--suite all cannot be calibrated as one gate: pick one suite")
+            reason = suites.skip_reason(suite, tree, probe_cuda() if suite.needs_cuda else None)
+            if reason:
+                raise HarnessInputError(f"suite {suite.name!r} cannot run here: {reason}")
+            progress = runner.Progress(args.runs, "bench calibrate")
+            for r in range(args.runs):
+                progress.start_round(suite.name)
+                runner.run_round(suite, tree, args.out / "rounds" / f"round{r}.json", progress, quick=args.quick)
+                progress.end_round()
+            progress.close()
+        result = cal.calibrate(cal.rounds_of(args.from_dir or args.out / "rounds"), args.rounds, args.threshold,
+                               args.alpha, gates=args.gates)
+    except (HarnessInputError, ValueError) as exc:
+        return fail(exc, prog)
+    js, md = cal.write(result, args.out)
+    print(cal.markdown(result), end="")
+    print(f"{prog}: wrote {js} (use it with --noise-floors) and {md}", file=sys.stderr)
+    return 0

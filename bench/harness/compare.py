@@ -1,15 +1,21 @@
 """Judge a suite: every benchmark of BASE against HEAD, corrected across the suite.
 
-Per benchmark: base and head medians, the change with a bootstrap 95 % interval,
-the one-sided Mann-Whitney U p-values (slower, faster) on the pooled samples, and
-their Benjamini-Hochberg adjustment across the suite. Verdicts:
+Per benchmark: base and head medians of the pooled samples, the change with a
+bootstrap 95 % interval, the one-sided Mann-Whitney U p-values (slower, faster)
+and their Benjamini-Hochberg adjustment across the suite. The U test compares
+round medians where each side has enough rounds for it to reach alpha across the
+suite (samples within one process share its luck: calibration on the development
+machine saw whole rounds move by 30 %), else the samples. Verdicts:
 
 - slower        change > threshold and q(slower) < alpha: a regression
 - faster        change < -threshold and q(faster) < alpha
 - same          |change| <= threshold
-- inconclusive  |change| > threshold but not significant, or too few samples for
-                the test to reach alpha at all (the note says how many it needs)
-- too noisy     the benchmark's A/A noise floor exceeds the threshold: not gated
+- inconclusive  |change| > threshold but not significant; when too few rounds or
+                samples could never reach alpha, the note says how many it needs
+- too noisy     the benchmark's A/A noise floor (from calibration, else from the
+                spread of each side's round medians) exceeds the threshold and the
+                change is within it: not gated at the threshold. A change past the
+                floor is judged as above (the floor is its minimum detectable effect).
 - removed       in BASE, not in HEAD: fails unless allow_removed
 - new           in HEAD only (reported, never a failure)
 """
@@ -19,7 +25,7 @@ import zlib
 from dataclasses import dataclass
 
 from bench.harness import stats
-from bench.harness.results import HarnessInputError, Run, describe_difference
+from bench.harness.results import HarnessInputError, Run, Series, describe_difference
 
 VERDICT_ORDER = ("slower", "removed", "inconclusive", "too noisy", "faster", "same", "new")
 
@@ -54,8 +60,9 @@ class Verdict:
     q_slower: float | None = None
     q_faster: float | None = None
     noise_floor: float | None = None
-    n_base: int = 0
+    n_base: int = 0                # units the U test compared: rounds, or samples
     n_head: int = 0
+    unit: str = ""
     note: str = ""
 
     @property
@@ -107,9 +114,19 @@ def _seed(settings: Settings, name: str) -> int:
 def _noise_floor(name: str, base: Run, head: Run, floors: dict[str, float] | None) -> float | None:
     if floors and name in floors:
         return floors[name]
-    spreads = [s for s in (stats.aa_spread(base.benchmarks[name].rounds), stats.aa_spread(head.benchmarks[name].rounds))
-               if s is not None]
-    return max(spreads) if spreads else None
+    return stats.noise_floor(base.benchmarks[name].rounds, head.benchmarks[name].rounds)
+
+
+def test_units(b: Series, h: Series, alpha: float, family: int) -> tuple[list[float], list[float], str]:
+    """What the U test compares. Samples of one process are not independent of each
+    other (a neighbour's load or the clock moves a whole round), so where each side has
+    enough rounds for the test to reach alpha across the suite it compares the round
+    medians. With fewer rounds it compares the samples, and the noise floor measured
+    between the rounds (two or more per side) guards against a round that moved."""
+    kb, kh = len(b.rounds), len(h.rounds)
+    if kb >= 2 and kh >= 2 and stats.smallest_p(kb, kh) * family < alpha:
+        return [stats.median(r) for r in b.rounds], [stats.median(r) for r in h.rounds], "rounds"
+    return b.samples, h.samples, "samples"
 
 
 def compare_runs(base: Run, head: Run, settings: Settings | None = None,
@@ -121,16 +138,17 @@ def compare_runs(base: Run, head: Run, settings: Settings | None = None,
     shared = sorted(base.benchmarks.keys() & head.benchmarks.keys())
     if not shared:
         raise HarnessInputError("base and head share no benchmark")
-    pairs = [(head.benchmarks[n].samples, base.benchmarks[n].samples) for n in shared]
-    slower = stats.p_greater_many(pairs)
-    faster = stats.p_greater_many([(b, h) for h, b in pairs])
+    family = len(shared) if settings.correction else 1
+    units = [test_units(base.benchmarks[n], head.benchmarks[n], settings.alpha, family) for n in shared]
+    slower = stats.p_greater_many([(h, b) for b, h, _ in units])
+    faster = stats.p_greater_many([(b, h) for b, h, _ in units])
     raw = list(zip(slower, faster))
     if settings.correction:
         q_slow = stats.benjamini_hochberg([p for p, _ in raw])
         q_fast = stats.benjamini_hochberg([p for _, p in raw])
     else:
         q_slow, q_fast = [p for p, _ in raw], [p for _, p in raw]
-    verdicts = [_judge(name, base, head, raw[i], (q_slow[i], q_fast[i]), settings, noise_floors)
+    verdicts = [_judge(name, base, head, units[i], raw[i], (q_slow[i], q_fast[i]), settings, noise_floors, family)
                 for i, name in enumerate(shared)]
     for name in sorted(base.benchmarks.keys() - head.benchmarks.keys()):
         note = "allowed (--allow-removed)" if settings.allow_removed else "in base, missing in head (renamed or deleted?)"
@@ -140,28 +158,36 @@ def compare_runs(base: Run, head: Run, settings: Settings | None = None,
     return Comparison(verdicts, settings, base, head, tuple(notes))
 
 
-def _judge(name: str, base: Run, head: Run, p: tuple[float, float], q: tuple[float, float],
-           settings: Settings, floors: dict[str, float] | None) -> Verdict:
+def _judge(name: str, base: Run, head: Run, units: tuple[list[float], list[float], str], p: tuple[float, float],
+           q: tuple[float, float], settings: Settings, floors: dict[str, float] | None, family: int) -> Verdict:
     b_series, h_series = base.benchmarks[name], head.benchmarks[name]
     b, h = b_series.samples, h_series.samples
     delta = stats.change(b, h)
     ci = stats.bootstrap_change_ci(b_series.rounds, h_series.rounds, _seed(settings, name), settings.resamples)
     floor = _noise_floor(name, base, head, floors)
+    ub, uh, unit = units
     common = dict(base_median=stats.median(b), head_median=stats.median(h), change=delta, ci=ci,
                   p_slower=p[0], p_faster=p[1], q_slower=q[0], q_faster=q[1], noise_floor=floor,
-                  n_base=len(b), n_head=len(h))
+                  n_base=len(ub), n_head=len(uh), unit=unit)
     t, alpha = settings.threshold, settings.alpha
-    if floor is not None and floor > t:
+    noisy = floor is not None and floor > t
+    if noisy and abs(delta) <= floor:
         return Verdict(name, "too noisy", **common,
-                       note=f"A/A noise floor {floor:.1%} exceeds the {t:.0%} threshold: not gated")
+                       note=f"A/A noise floor {floor:.1%} exceeds the {t:.0%} threshold: not gated at it")
     if abs(delta) <= t:
         return Verdict(name, "same", **common)
-    if stats.smallest_p(len(b), len(h)) >= alpha:
-        need = stats.samples_needed(alpha)
-        return Verdict(name, "inconclusive", **common,
-                       note=f"needs {need} samples per side for p < {alpha:g} (has {len(b)} and {len(h)})")
+    past = f"past its noise floor {floor:.1%}" if noisy else ""  # the smallest change it can tell apart
     if delta > t and q[0] < alpha:
-        return Verdict(name, "slower", **common)
+        return Verdict(name, "slower", **common, note=past)
     if delta < -t and q[1] < alpha:
-        return Verdict(name, "faster", **common)
-    return Verdict(name, "inconclusive", **common, note="beyond the threshold but not significant")
+        return Verdict(name, "faster", **common, note=past)
+    best = stats.smallest_p(len(ub), len(uh))
+    if best >= alpha:
+        note = (f"needs {stats.samples_needed(alpha)} {unit} per side for p < {alpha:g} "
+                f"(has {len(ub)} and {len(uh)})")
+    elif best * family >= alpha:
+        note = (f"needs {stats.samples_needed(alpha / family)} {unit} per side for q < {alpha:g} across "
+                f"{family} benchmarks (has {len(ub)} and {len(uh)})")
+    else:
+        note = "beyond the threshold but not significant"
+    return Verdict(name, "inconclusive", **common, note=note)

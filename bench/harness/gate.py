@@ -124,6 +124,7 @@ def gate(args: argparse.Namespace, repo: Path) -> int:
                     progress.end_round()
             progress.close()
         comparison = compare_runs(load_run(out / "base"), load_run(out / "head"), settings, floors)
+        return commands.publish(comparison, args)
     except HarnessInputError as exc:
         return commands.fail(exc, PROG)
     except KeyboardInterrupt:
@@ -132,4 +133,3 @@ def gate(args: argparse.Namespace, repo: Path) -> int:
     finally:
         if not args.keep and "out" in locals():
             shutil.rmtree(out, ignore_errors=True)
-    return commands.publish(comparison, args)

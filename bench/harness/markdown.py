@@ -31,7 +31,7 @@ def _row(v: Verdict) -> str:
     ci = "" if v.ci is None else f" [{v.ci[0]:+.1%}, {v.ci[1]:+.1%}]"
     floor = "–" if v.noise_floor is None else f"{v.noise_floor:.1%}"
     return (f"| {MARK[v.verdict]} | `{v.name}` | {fmt_time(v.base_median)} | {fmt_time(v.head_median)} | "
-            f"{_pct(v.change)}{ci} | {_p(v.p_slower)} / {_p(v.q_slower)} | {floor} | {v.n_base} / {v.n_head} | "
+            f"{_pct(v.change)}{ci} | {_p(v.p_slower)} / {_p(v.q_slower)} | {floor} | {v.n_base} / {v.n_head} {v.unit} | "
             f"{v.note} |")
 
 
@@ -48,10 +48,11 @@ def render(c: Comparison, plots: list[Path] | None = None, relative_to: Path | N
     correction = "Benjamini-Hochberg across the suite" if s.correction else "no suite correction"
     lines = [headline(c), "",
              f"Regression: median slower by more than {s.threshold:.0%} AND one-sided Mann-Whitney U "
-             f"significant at {s.alpha:g} after {correction}. Change: head/base − 1 of the medians, "
+             f"significant at {s.alpha:g} after {correction} (over round medians where there are rounds "
+             f"enough to reach it, else over samples). Change: head/base − 1 of the pooled medians "
              f"[bootstrap 95 % interval over rounds and samples].", "",
              "| verdict | benchmark | base median | head median | change [95 % CI] | p / q (slower) | "
-             "A/A noise floor | samples | note |",
+             "A/A noise floor | U test over | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(v) for v in c.verdicts]
     lines += ["", f"Base: `{c.base.source}` ({_commits(c.base.commits)}); head: `{c.head.source}` "
@@ -80,5 +81,5 @@ def as_json(c: Comparison) -> str:
                            "head_median_s": v.head_median, "change": v.change, "ci95": v.ci,
                            "p_slower": v.p_slower, "q_slower": v.q_slower, "p_faster": v.p_faster,
                            "q_faster": v.q_faster, "noise_floor": v.noise_floor, "n_base": v.n_base,
-                           "n_head": v.n_head, "note": v.note} for v in c.verdicts]}
+                           "n_head": v.n_head, "unit": v.unit, "note": v.note} for v in c.verdicts]}
     return json.dumps(doc, indent=2)

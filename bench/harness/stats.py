@@ -54,7 +54,9 @@ def p_greater_many(pairs: Sequence[tuple[Sequence[float], Sequence[float]]]) -> 
 
 def smallest_p(n: int, m: int) -> float:
     """The smallest one-sided U p-value that n against m samples can give (exact, no ties)."""
-    return 1.0 / math.comb(n + m, n)
+    if n + m <= 1000:
+        return 1.0 / math.comb(n + m, n)
+    return math.exp(-(math.lgamma(n + m + 1) - math.lgamma(n + 1) - math.lgamma(m + 1)))  # no huge integer
 
 
 def samples_needed(alpha: float, other: int | None = None) -> int:
@@ -127,12 +129,16 @@ def _resampled_medians(rounds: list[np.ndarray], rng: np.random.Generator, resam
     return out
 
 
-def aa_spread(rounds: Rounds) -> float | None:
-    """The A/A spread within one side: |change| between the pooled medians of its even
-    and its odd rounds (the same tree against itself, half the data each); None with
-    fewer than two rounds."""
-    if len(rounds) < 2:
+def noise_floor(base: Rounds, head: Rounds, z: float = 1.96) -> float | None:
+    """The A/A noise floor of a gate over these rounds: the |change| that two sides of
+    this many rounds reach by chance 5 % of the time (z = 1.96), from the spread of the
+    round medians within each side (pooled; a real shift between the sides does not
+    widen it). None with fewer than two rounds on a side."""
+    kb, kh = len(base), len(head)
+    if kb < 2 or kh < 2:
         return None
-    even = [s for r in rounds[0::2] for s in r]
-    odd = [s for r in rounds[1::2] for s in r]
-    return abs(change(even, odd))
+    logs_b = np.log([median(r) for r in base])
+    logs_h = np.log([median(r) for r in head])
+    ss = float(((logs_b - logs_b.mean()) ** 2).sum() + ((logs_h - logs_h.mean()) ** 2).sum())
+    sd = math.sqrt(ss / (kb + kh - 2))
+    return math.exp(z * sd * math.sqrt(1 / kb + 1 / kh)) - 1
