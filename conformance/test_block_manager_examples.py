@@ -277,3 +277,75 @@ def test_misuse_is_a_value_error():
 def test_bad_constructor_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         BlockManager(**kwargs)
+
+
+# ---- several sequences at once (a parallel-sampling group) -------------------------
+
+def test_append_cost_of_siblings_counts_one_copy_per_holder_that_leaves():
+    bm = BlockManager(4, 16, 8, enable_prefix_caching=False)
+    parent = seq(0, 6)                                  # a full block and a partial one
+    bm.allocate(parent)
+    kids = [parent.fork(1), parent.fork(2)]
+    for kid in kids:
+        bm.fork(parent, kid)
+    group = [parent, *kids]
+    for s in group:
+        s.append_token_id(99)
+    assert bm.append_cost(group) == 2                   # the last holder writes in place
+    free = bm.num_free_gpu_blocks
+    copies = [pair for s in group for pair in bm.append_slots(s)]
+    assert free - bm.num_free_gpu_blocks == 2 and len(copies) == 2
+    for s in group:                                     # now each crosses into a new block
+        s.append_token_id(98)
+        s.append_token_id(97)
+    assert bm.append_cost(group) == 3
+
+
+def test_group_swap_costs_copy_shared_blocks_once():
+    bm = BlockManager(4, 16, 8, enable_prefix_caching=False)
+    parent = seq(0, 6)
+    bm.allocate(parent)
+    kid = parent.fork(1)
+    bm.fork(parent, kid)
+    assert bm.swap_out_cost([parent, kid]) == 2 and bm.can_swap_out_all([parent, kid])
+    out = {**bm.swap_out(parent), **bm.swap_out(kid)}
+    assert len(out) == 2 and bm.num_free_cpu_blocks == 6
+    assert bm.get_block_table(parent) == bm.get_block_table(kid)
+    assert bm.swap_in_cost([parent, kid]) == 2
+    back = {**bm.swap_in(parent), **bm.swap_in(kid)}
+    assert len(back) == 2 and bm.get_block_table(parent) == bm.get_block_table(kid)
+    assert bm.num_free_gpu_blocks == 14 and bm.num_free_cpu_blocks == 8
+
+
+def _parked_x_z_w() -> tuple[BlockManager, int]:
+    """5 blocks of 2: X=[1,1], Z=[3,3], W=[4,4] parked in that LRU order, the pool empty."""
+    bm = BlockManager(2, 5, 0, enable_prefix_caching=True)
+    for i, t in enumerate((1, 3, 4)):
+        s = Sequence(10 + i, [t, t, t])
+        bm.allocate(s)
+        bm.free(s)
+    bm.allocate(Sequence(20, [5, 5, 5, 5]))             # holds the last pool blocks
+    x = next(b for b, _, toks, _ in bm.cache_entries() if toks == (1, 1))
+    assert bm.evictable_blocks()[0] == x and bm.num_free_gpu_blocks == 3
+    return bm, x
+
+
+def test_allocate_all_takes_every_hit_before_any_fresh_block():
+    bm, x = _parked_x_z_w()
+    a, b = Sequence(0, [6]), Sequence(1, [1, 1, 9])     # b hits X; a hits nothing
+    assert bm.can_allocate_all([a, b]) is AllocStatus.OK  # 2 fresh + X = 3 free
+    bm.allocate_all([a, b])
+    assert bm.get_num_cached_tokens(b) == 2 and bm.get_block_table(b)[0] == x
+    assert bm.num_free_gpu_blocks == 0
+    # One at a time, a's fresh block would evict X, the oldest parked block.
+    bm, x = _parked_x_z_w()
+    bm.allocate(Sequence(0, [6]))
+    assert x not in bm.evictable_blocks() and bm.get_num_cached_tokens(Sequence(1, [1, 1, 9])) == 0
+
+
+def test_can_allocate_all_counts_a_shared_evictable_hit_once():
+    bm, x = _parked_x_z_w()
+    a, b = Sequence(0, [1, 1, 7]), Sequence(1, [1, 1, 8])   # both hit X
+    assert bm.can_allocate_all([a, b]) is AllocStatus.OK      # 2 fresh + X once = 3
+    assert bm.can_allocate_all([a, b, Sequence(2, [9])]) is AllocStatus.LATER
+    assert bm.can_allocate_all([Sequence(3, list(range(12)))]) is AllocStatus.NEVER   # 6 > 5

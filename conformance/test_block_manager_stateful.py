@@ -9,7 +9,7 @@ prefix hits, duplicate blocks and shared blocks are common.
 from __future__ import annotations
 
 import pytest
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
                                  precondition, rule)
@@ -124,6 +124,57 @@ class BlockManagerMachine(RuleBasedStateMachine):
         self.ref.append(seq.seq_id, list(seq.token_ids), self.bm.get_block_table(seq), copies)
         self.history.append(list(seq.token_ids))
 
+    def _family(self, seq: Sequence, on_gpu: bool) -> list[Sequence]:
+        """The sequences on the same device sharing seq's first block (a forked group)."""
+        first = self.bm.get_block_table(seq)[0]
+        return [s for _, s in sorted(self.seqs.items())
+                if (self.ref.device[s.seq_id] == "gpu") == on_gpu
+                and self.bm.get_block_table(s)[0] == first]
+
+    @rule(pick=PICK, pattern=PATTERN)
+    def append_family(self, pick, pattern):
+        """A token for each of a group: append_cost predicts the blocks all take."""
+        seq = self._pick(True, pick)
+        if seq is None:
+            return
+        group = self._family(seq, True)
+        event(f"append_family: {min(len(group), 3)}{'+' if len(group) > 3 else ''} sequences")
+        for s, t in zip(group, tokens_of(pattern, len(group))):
+            s.append_token_id(t)
+        cost, free = self.bm.append_cost(group), self.bm.num_free_gpu_blocks
+        if cost > free:
+            for s in group:                     # preempt the group by recompute
+                self._free(s)
+                self.preempted.append(s)
+            return
+        for s in group:
+            copies = self.bm.append_slots(s)
+            self.ref.append(s.seq_id, list(s.token_ids), self.bm.get_block_table(s), copies)
+            self.history.append(list(s.token_ids))
+        assert free - self.bm.num_free_gpu_blocks == cost
+
+    @rule(pick=PICK, to_gpu=st.booleans())
+    def swap_family(self, pick, to_gpu):
+        """A group swapped whole: its cost counts each shared block once."""
+        seq = self._pick(not to_gpu, pick)
+        if seq is None:
+            return
+        group = self._family(seq, not to_gpu)
+        event(f"swap_family: {'several' if len(group) > 1 else 'one'}")
+        bm = self.bm
+        if to_gpu:
+            cost, free = bm.swap_in_cost(group), bm.num_free_gpu_blocks
+        else:
+            cost, free = bm.swap_out_cost(group), bm.num_free_cpu_blocks
+            assert bm.can_swap_out_all(group) == (cost <= free)
+        if cost > free:
+            return
+        for s in group:
+            mapping = bm.swap_in(s) if to_gpu else bm.swap_out(s)
+            self.ref.swap(s.seq_id, mapping, bm.get_block_table(s))
+        left = bm.num_free_gpu_blocks if to_gpu else bm.num_free_cpu_blocks
+        assert free - left == cost
+
     @rule(pick=PICK)
     def fork(self, pick):
         parent = self._pick(None, pick)
@@ -215,10 +266,11 @@ class BlockManagerMachine(RuleBasedStateMachine):
         assert sorted(self.bm.evictable_blocks()) == sorted(b for b, *_ in self.bm.cache_entries())
 
 
-# At least 300 examples of up to 500 steps (Hypothesis ends some runs early);
-# under the ci profile that is about 1.15e5 steps in all. Profiles that ask for
-# more examples (nightly) get them.
+# At least 120 examples of up to 300 steps (Hypothesis ends some runs early):
+# under the ci profile some 3e4 steps, ~25 s of one core. Profiles that ask for
+# more examples (nightly) get them, of 500 steps.
 _base = settings.default
 TestBlockManagerStateful = BlockManagerMachine.TestCase
 TestBlockManagerStateful.settings = settings(
-    _base, max_examples=max(300, _base.max_examples), stateful_step_count=500)
+    _base, max_examples=max(120, _base.max_examples),
+    stateful_step_count=300 if _base.max_examples <= 120 else 500)

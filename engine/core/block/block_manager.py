@@ -70,6 +70,12 @@ class BlockManager:
         return self._gpu.num_free
 
     @property
+    def max_allocatable_blocks(self) -> int:
+        """Most GPU blocks sequences allocated at once may take (can_allocate and
+        can_allocate_all answer NEVER beyond it): all but the watermark."""
+        return self.num_total_gpu_blocks - self.watermark_blocks
+
+    @property
     def num_free_cpu_blocks(self) -> int:
         return self._cpu.num_free
 
@@ -112,54 +118,87 @@ class BlockManager:
 
     # ---- allocate -------------------------------------------------------------
     def can_allocate(self, seq: Sequence) -> AllocStatus:
-        tokens = seq.token_ids
-        needed = cdiv(len(tokens), self.block_size)
-        if self.num_total_gpu_blocks - needed < self.watermark_blocks:
-            return AllocStatus.NEVER
-        # Hits on held blocks cost nothing; hits on evictable ones use a free block.
-        held_hits = self._gpu.count_held([e.block for e in self._prefix.lookup(seq)[1]])
-        if self.num_free_gpu_blocks - (needed - held_hits) >= self.watermark_blocks:
-            return AllocStatus.OK
-        return AllocStatus.LATER
+        return self.can_allocate_all((seq,))
 
     def allocate(self, seq: Sequence) -> None:
         """Build the table for all of seq.token_ids (prompt, plus the generated
         tokens of a recomputed sequence), reusing cached full blocks."""
-        if seq.seq_id in self._tables:
-            raise ValueError(f"allocate: sequence {seq.seq_id} already has a block table")
-        tokens = seq.token_ids
-        hashes, hits = self._prefix.lookup(seq)
-        gpu = self._gpu
-        fresh = cdiv(len(tokens), self.block_size) - len(hits)
-        hit_blocks = [e.block for e in hits]
-        available = self.num_free_gpu_blocks - (len(hits) - gpu.count_held(hit_blocks))
+        self.allocate_all((seq,))
+
+    def can_allocate_all(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> AllocStatus:
+        """Whether allocate_all(seqs) fits now (OK), later (LATER), or never: more
+        blocks than the GPU less the watermark (NEVER)."""
+        fresh, parked, blocks = self._allocation_cost(seqs)[1:]
+        if blocks > self.max_allocatable_blocks:
+            return AllocStatus.NEVER
+        # Hits on held blocks cost nothing; hits on evictable ones use a free block.
+        if self.num_free_gpu_blocks - fresh - parked >= self.watermark_blocks:
+            return AllocStatus.OK
+        return AllocStatus.LATER
+
+    def allocate_all(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> None:
+        """allocate each of seqs (a group re-admitted after recompute), their
+        prefix-cache hits all taken before any fresh block, so that no fresh
+        block evicts what another of them hit."""
+        for seq in seqs:
+            if seq.seq_id in self._tables:
+                raise ValueError(f"allocate: sequence {seq.seq_id} already has a block table")
+        lookups, fresh, parked, _ = self._allocation_cost(seqs)
+        available = self.num_free_gpu_blocks - parked
         if fresh > available:
             raise NoFreeBlocksError("gpu", fresh, available)
-        for block in hit_blocks:
-            gpu.acquire(block)
-        blocks = hit_blocks
-        for _ in range(fresh):
-            blocks.append(gpu.allocate())
-        table = BlockTable(blocks, len(tokens), True, self.block_size, list(hashes), len(hits),
-                           len(hits) * self.block_size)
-        self._tables[seq.seq_id] = table
-        self._prefix.extend(table, tokens)
+        gpu, bs = self._gpu, self.block_size
+        for _, hits in lookups:
+            for entry in hits:
+                gpu.acquire(entry.block)
+        for seq, (hashes, hits) in zip(seqs, lookups):
+            tokens = seq.token_ids
+            blocks = [entry.block for entry in hits]
+            blocks += [gpu.allocate() for _ in range(cdiv(len(tokens), bs) - len(hits))]
+            table = BlockTable(blocks, len(tokens), True, bs, list(hashes), len(hits),
+                               len(hits) * bs)
+            self._tables[seq.seq_id] = table
+            self._prefix.extend(table, tokens)
+
+    def _allocation_cost(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> tuple:
+        """(prefix lookups, fresh blocks, evictable blocks hit, blocks) of allocating seqs."""
+        lookups, fresh, blocks, parked = [], 0, 0, set()
+        refs = self._gpu.refs
+        for seq in seqs:
+            hashes, hits = self._prefix.lookup(seq)
+            own = cdiv(len(seq.token_ids), self.block_size)
+            blocks += own
+            fresh += own - len(hits)
+            parked.update(entry.block for entry in hits if not refs[entry.block])
+            lookups.append((hashes, hits))
+        return lookups, fresh, len(parked), blocks
 
     # ---- append / copy-on-write ------------------------------------------------
-    def _append_cost(self, table: BlockTable, num_tokens: int) -> int:
-        """Blocks appending up to num_tokens takes: new ones, plus one if the
-        shared partial last block must be copied first."""
-        old, blocks, bs = table.num_tokens, table.blocks, self.block_size
-        if num_tokens < old:
-            raise ValueError(f"sequence has {num_tokens} tokens, fewer than the "
-                             f"{old} its block table covers")
-        cow = num_tokens > old and old % bs != 0 and self._gpu.refs[blocks[-1]] > 1
-        return cdiv(num_tokens, bs) - len(blocks) + cow
+    def append_cost(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> int:
+        """Free GPU blocks that append_slots of each of `seqs`, in this order,
+        takes: new blocks, plus a copy for each holder that appends into a shared
+        partial last block while another still holds it (the last one writes in
+        place). A table on the CPU is costed as it will be after swap_in."""
+        bs, cost, moved = self.block_size, 0, {}    # moved: holders that copied away
+        for seq in seqs:
+            table = self._table(seq)
+            old, num_tokens, blocks = table.num_tokens, len(seq.token_ids), table.blocks
+            if num_tokens < old:
+                raise ValueError(f"sequence {seq.seq_id} has {num_tokens} tokens, fewer "
+                                 f"than the {old} its block table covers")
+            cost += cdiv(num_tokens, bs) - len(blocks)
+            last = blocks[-1]
+            refs = (self._gpu if table.on_gpu else self._cpu).refs[last]
+            if num_tokens > old and old % bs and refs - moved.get(last, 0) > 1:
+                cost += 1
+                moved[last] = moved.get(last, 0) + 1
+        return cost
 
     def can_append_slots(self, seq: Sequence) -> bool:
         """Whether append_slots(seq) can succeed now (no watermark: running
         sequences may use the last blocks)."""
-        cost = self._append_cost(self._gpu_table(seq, "can_append_slots"), len(seq.token_ids))
+        self._gpu_table(seq, "can_append_slots")
+        cost = self.append_cost((seq,))
         return cost == 0 or cost <= self._gpu.num_free
 
     def append_slots(self, seq: Sequence) -> list[tuple[int, int]]:
@@ -181,13 +220,15 @@ class BlockManager:
         tables, refs = self._tables, self._gpu.refs
         linked = bool(self._out_fwd or self._in_rev)    # only swaps add links
         chained = self._cache is not None
-        for i, seq in enumerate(seqs[start:], start):
-            table = tables.get(seq.seq_id)
+        for seq in seqs[start:]:
+            try:
+                table = tables[seq.seq_id]
+            except KeyError:
+                raise UnknownSequenceError(seq.seq_id) from None
             num_tokens = len(seq.token_ids)
             # The fast path: new tokens that fit the last GPU block, which the
             # sequence holds alone, so they are written in place.
-            if (table is not None and table.num_tokens < num_tokens <= table.gpu_slots
-                    and refs[table.blocks[-1]] == 1):
+            if table.num_tokens < num_tokens <= table.gpu_slots and refs[table.blocks[-1]] == 1:
                 if linked:
                     self._swap.forget_gpu_copies(table.blocks[-1])
                 table.num_tokens = num_tokens
@@ -197,14 +238,14 @@ class BlockManager:
             try:
                 copies.extend(self._append_slots(seq))
             except NoFreeBlocksError:
-                return i
+                return seqs.index(seq, start)           # (the rare path pays the search)
         return len(seqs)
 
     def _append_slots(self, seq: Sequence) -> list[tuple[int, int]]:
         table = self._gpu_table(seq, "append_slots")
         tokens = seq.token_ids
         num_tokens = len(tokens)
-        cost = self._append_cost(table, num_tokens)
+        cost = self.append_cost((seq,))
         if cost > self._gpu.num_free:
             raise NoFreeBlocksError("gpu", cost, self._gpu.num_free)
         blocks = table.blocks
@@ -249,8 +290,28 @@ class BlockManager:
 
     # ---- swap -------------------------------------------------------------------
     def can_swap_out(self, seq: Sequence) -> bool:
-        table = self._gpu_table(seq, "can_swap_out")
-        return self._swap.out_cost(table.blocks) <= self._cpu.num_free
+        return self.can_swap_out_all((seq,))
+
+    def can_swap_out_all(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> bool:
+        """Whether swap_out of each of `seqs` fits the CPU."""
+        return self.swap_out_cost(seqs) <= self._cpu.num_free
+
+    def swap_out_cost(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> int:
+        """CPU blocks swap_out of each of `seqs` allocates (a shared block is copied once)."""
+        blocks: dict[int, None] = {}
+        for seq in seqs:
+            blocks.update(dict.fromkeys(self._gpu_table(seq, "swap_out").blocks))
+        return self._swap.out_cost(list(blocks))
+
+    def swap_in_cost(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> int:
+        """GPU blocks swap_in of each of `seqs` allocates (a shared block is copied once)."""
+        blocks: dict[int, None] = {}
+        for seq in seqs:
+            table = self._table(seq)
+            if table.on_gpu:
+                raise ValueError(f"swap_in_cost: sequence {seq.seq_id} is not swapped out")
+            blocks.update(dict.fromkeys(table.blocks))
+        return self._swap.in_cost(list(blocks))
 
     def swap_out(self, seq: Sequence) -> dict[int, int]:
         """Move the sequence to the CPU; returns {gpu block: cpu block} to copy."""
@@ -261,11 +322,7 @@ class BlockManager:
         return self._swap.move(table, self._gpu, to_gpu=False)
 
     def can_swap_in(self, seq: Sequence) -> bool:
-        table = self._table(seq)
-        if table.on_gpu:
-            raise ValueError(f"can_swap_in: sequence {seq.seq_id} is not swapped out")
-        needed = self._swap.in_cost(table.blocks)
-        return self.num_free_gpu_blocks - needed >= self.watermark_blocks
+        return self.num_free_gpu_blocks - self.swap_in_cost((seq,)) >= self.watermark_blocks
 
     def swap_in(self, seq: Sequence) -> dict[int, int]:
         """Move the sequence back to the GPU; returns {cpu block: gpu block}."""
