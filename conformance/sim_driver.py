@@ -21,7 +21,10 @@ O = sum max_tokens_i:
     recompute sends it to wait behind R), so that phase takes at most
     2 * (sum_{q != R} (W_q + M_q) + 1) + 1 steps.
 Summing over the requests in arrival order: at most (2N + 1)(P + O) + 3N steps,
-plus the step that reports the ignored requests of the last arrivals.
+plus the step that reports the ignored requests of the last arrivals. A request
+of n sequences (parallel sampling) counts n x (W_i + M_i) in P + O: each of its
+sequences computes its own tokens, and the group gets a token a step while it
+runs (its n <= max_num_batched_tokens, by the feasibility rule).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class Arrival:
     prompt: tuple[int, ...]
     max_tokens: int
     eos: tuple[int, ...] = ()
+    n: int = 1
 
 
 @dataclass
@@ -49,10 +53,12 @@ class DriveResult:
     steps: int = 0
     steps_after_last_arrival: int = 0
     bound: int = 0
-    outputs: dict[str, list[int]] = field(default_factory=dict)
-    reasons: dict[str, str | None] = field(default_factory=dict)
+    outputs: dict[str, list[list[int]]] = field(default_factory=dict)   # one per sequence
+    reasons: dict[str, str | None] = field(default_factory=dict)        # the request's
+    seq_reasons: dict[str, list[str | None]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     preemptions: dict[str, int] = field(default_factory=dict)
+    group_preemptions: dict[str, int] = field(default_factory=lambda: {"recompute": 0, "swap": 0})
     max_batched_tokens: int = 0
 
 
@@ -62,19 +68,21 @@ def worst_len(a: Arrival, cfg: SchedulerConfig) -> int:
 
 def expected_infeasible(a: Arrival, cfg: SchedulerConfig, cache: CacheConfig) -> bool:
     """The feasibility rule (engine/core/admission.py) restated independently of the code."""
+    if a.n > cfg.max_num_seqs or a.n > cfg.max_num_batched_tokens:
+        return True
     if len(a.prompt) > cfg.max_model_len:
         return True
     if not cfg.enable_chunked_prefill and len(a.prompt) > cfg.max_num_batched_tokens:
         return True
     w = worst_len(a, cfg)
     usable = cache.num_gpu_blocks - int(cache.watermark * cache.num_gpu_blocks)
-    return -(-w // cache.block_size) > usable
+    return a.n * -(-w // cache.block_size) > usable
 
 
 def step_bound(arrivals: list[Arrival], cfg: SchedulerConfig, cache: CacheConfig) -> int:
     feasible = [a for a in arrivals if not expected_infeasible(a, cfg, cache)]
     n = len(feasible)
-    work = sum(worst_len(a, cfg) + a.max_tokens for a in feasible)
+    work = sum(a.n * (worst_len(a, cfg) + a.max_tokens) for a in feasible)
     return (2 * n + 1) * work + 3 * n + 1
 
 
@@ -117,25 +125,31 @@ class SimKV:
                 raise AssertionError(f"seq {seq.seq_id} reads wrong KV at position {bad} "
                                      f"(block {table[bad // bs]})")
             if s.do_sample:
-                sampled[seq.seq_id] = next_token(read)
+                n = out.samples_for(seq.seq_id)
+                sampled[seq.seq_id] = (next_token(read) if n == 1 else
+                                       [next_token(read, i) for i in range(n)])
         return sampled
 
 
 def _snapshot(sched: Scheduler) -> dict[str, S]:
-    return {rid: r.seq.status for rid, r in sched.requests.items()}
+    return {rid: r.status for rid, r in sched.requests.items()}
 
 
 def check_step(sched: Scheduler, out: SchedulerOutput, before: dict[str, S],
                infeasible: set[str]) -> None:
     cfg, bs = sched.config, sched.cache_config.block_size
     waiting, running, swapped = list(sched.waiting), sched.running, list(sched.swapped)
-    # Budgets.
+    # Budgets: a request counts n sequences until it forks, then its live ones.
     assert out.num_batched_tokens == sum(s.num_new_tokens for s in out.scheduled)
     assert out.num_batched_tokens <= cfg.max_num_batched_tokens
-    assert len(out.scheduled) <= cfg.max_num_seqs and len(running) <= cfg.max_num_seqs
-    # Queues: disjoint, statuses right, sorted by arrival, exactly the live requests.
+    width = sum(r.n - sum(s.status.is_finished for s in r.seqs) for r in running)
+    assert len(out.scheduled) <= width == sched.num_running_seqs <= cfg.max_num_seqs
+    # Queues: disjoint, statuses right (every live sequence of a request shares
+    # its queue), sorted by arrival, exactly the live requests.
     for queue, status in ((waiting, S.WAITING), (running, S.RUNNING), (swapped, S.SWAPPED)):
-        assert all(r.seq.status is status for r in queue), f"{status} queue holds {queue}"
+        assert all(s.status is status for r in queue for s in r.seqs
+                   if not s.status.is_finished), f"{status} queue holds {queue}"
+        assert all(len(r.seqs) in (1, r.n) for r in queue), "a group lost or gained sequences"
         arrivals = [r.arrival for r in queue]
         assert arrivals == sorted(arrivals), f"{status} queue out of arrival order"
     ids = [r.request_id for r in waiting + running + swapped]
@@ -153,15 +167,18 @@ def check_step(sched: Scheduler, out: SchedulerOutput, before: dict[str, S],
         # A decode computes just the token sampled last step; anything else is a prefill.
         assert s.is_prompt == (not (s.num_new_tokens == 1 and s.do_sample
                                     and len(seq) > seq.prompt_len))
-        # Chunked prefill off: only a re-prefill too long for any step is split.
+        # Chunked prefill off: only a re-prefill too long for any step is split
+        # (a group's re-prefills: together too long).
+        req = s.request
+        length = sum(map(len, req.live_seqs())) if req.is_group else len(seq)
         assert (cfg.enable_chunked_prefill or s.do_sample or
-                len(seq) > max(cfg.max_num_batched_tokens, seq.prompt_len)), \
+                length > max(cfg.max_num_batched_tokens, seq.prompt_len)), \
             "a chunk with chunked prefill off"
         table = sched.block_manager.get_block_table(seq)
         assert len(table) * bs >= end, f"seq {seq.seq_id}: {end} tokens, {len(table)} blocks"
         assert all(0 <= b < sched.cache_config.num_gpu_blocks for b in table)
     # Preemption, swapped-before-new, strict FCFS.
-    now = {r.request_id: r.seq.status for r in waiting + running + swapped}
+    now = {r.request_id: r.status for r in waiting + running + swapped}
     arrival = {r.request_id: r.arrival for r in waiting + running + swapped}
     for rid in out.preempted:
         assert before[rid] is S.RUNNING and now[rid] in (S.WAITING, S.SWAPPED)
@@ -180,9 +197,29 @@ def check_step(sched: Scheduler, out: SchedulerOutput, before: dict[str, S],
         assert max(arrival[r] for r in admitted) < waiting[0].arrival, "FCFS broken"
     if swapped_in and swapped:
         assert max(arrival[r] for r in swapped_in) < swapped[0].arrival, "swap-in order"
-    # Work-conserving: budget left over means every running request got tokens.
-    if not out.preempted and out.num_batched_tokens < cfg.max_num_batched_tokens:
-        assert len(seen) == len(running), "budget left but a running request idles"
+    # A request runs whole: all its live sequences or none of them.
+    for r in running:
+        got = [s.seq_id in seen for s in r.seqs if not s.status.is_finished]
+        assert all(got) or not any(got), f"{r.request_id}: part of a group scheduled"
+    # Work-conserving: with budget left over every running request got tokens,
+    # up to the first group wider than what was left; after it only requests
+    # admitted or swapped in this step (with the budget left) may run.
+    left = cfg.max_num_batched_tokens - out.num_batched_tokens
+    if not out.preempted and left:
+        idle = [r for r in running if not any(s.seq_id in seen for s in r.seqs)]
+        if idle:
+            first = running.index(idle[0])
+            assert len(idle[0].live_seqs()) > left, "budget left but a running request idles"
+            assert all(r in idle or before[r.request_id] is not S.RUNNING
+                       for r in running[first:]), "a running request ran after an idle group"
+    # Copy-on-write pairs: distinct fresh GPU destinations, sources still held.
+    dsts = [d for _, d in out.blocks_to_copy]
+    assert len(dsts) == len(set(dsts)), "two copies into one block"
+    bm, num_gpu = sched.block_manager, sched.cache_config.num_gpu_blocks
+    for src, dst in out.blocks_to_copy:
+        assert src != dst and 0 <= src < num_gpu and 0 <= dst < num_gpu
+        assert bm.ref_count(src) >= 1 and bm.ref_count(dst) >= 1, (src, dst)
+        assert dst not in out.blocks_to_swap_in.values(), "a copy over a swapped-in block"
     # Ignored requests are exactly the infeasible ones.
     for req in out.ignored:
         assert req.status is S.FINISHED_IGNORED and req.error
@@ -208,8 +245,8 @@ def drive(cfg: SchedulerConfig, cache: CacheConfig, arrivals: list[Arrival],
     while pending or sched.has_unfinished():
         while pending and pending[0].step <= step:
             a = pending.pop(0)
-            req = reqs[a.request_id] = sched.add_request(a.request_id, list(a.prompt),
-                                                         a.max_tokens, eos_token_ids=a.eos)
+            req = reqs[a.request_id] = sched.add_request(
+                a.request_id, list(a.prompt), a.max_tokens, eos_token_ids=a.eos, n=a.n)
             expected_kv[req.seq.seq_id] = kv_chain(a.prompt)
         for rid in aborts.get(step, ()):
             live = rid in sched.requests
@@ -217,6 +254,10 @@ def drive(cfg: SchedulerConfig, cache: CacheConfig, arrivals: list[Arrival],
         before = _snapshot(sched)
         out = sched.schedule()
         check_step(sched, out, before, infeasible)
+        for rid in out.preempted:
+            if reqs[rid].is_group:
+                mode = "swap" if reqs[rid].status is S.SWAPPED else "recompute"
+                res.group_preemptions[mode] += 1
         res.max_batched_tokens = max(res.max_batched_tokens, out.num_batched_tokens)
         sampled = kv.run(sched, out, expected_kv)
         if out.scheduled and rng.random() < abort_in_flight:
@@ -230,6 +271,9 @@ def drive(cfg: SchedulerConfig, cache: CacheConfig, arrivals: list[Arrival],
             if s.do_sample and s.seq.status is not S.FINISHED_ABORTED:
                 chain = expected_kv[s.seq.seq_id]
                 chain.append(kv_of(chain[-1], s.seq.token_ids[-1]))
+                for child in s.request.seqs:            # forked by this step's update
+                    if child.seq_id not in expected_kv:
+                        expected_kv[child.seq_id] = kv_chain(child.token_ids)
         step += 1
         assert step - last_arrival <= res.bound, f"not drained within {res.bound} steps"
     res.steps, res.steps_after_last_arrival = step, max(0, step - last_arrival)
@@ -238,8 +282,10 @@ def drive(cfg: SchedulerConfig, cache: CacheConfig, arrivals: list[Arrival],
     assert bm.num_free_cpu_blocks == cache.num_cpu_blocks, "CPU blocks leaked"
     assert not sched.waiting and not sched.running and not sched.swapped
     for rid, req in reqs.items():
-        res.outputs[rid] = list(req.output_token_ids)
+        assert req.is_finished and len(req.seqs) in (1, req.n)
+        res.outputs[rid] = [list(seq.output_token_ids) for seq in req.seqs]
         res.reasons[rid] = req.finish_reason
+        res.seq_reasons[rid] = [seq.finish_reason for seq in req.seqs]
         if req.error:
             res.errors[rid] = req.error
     res.preemptions = dict(sched.num_preemptions)
@@ -248,17 +294,23 @@ def drive(cfg: SchedulerConfig, cache: CacheConfig, arrivals: list[Arrival],
 
 
 def _check_outputs(arrivals: list[Arrival], res: DriveResult, cfg: SchedulerConfig) -> None:
-    """Every request's output against the oracle; aborted ones: a prefix of it."""
+    """Every sequence's output against the oracle; aborted ones: a prefix of it.
+    A request of n sequences has all n once it sampled (each its own tokens),
+    or only its parent (ignored, or aborted before its first sample)."""
     for a in arrivals:
         reason = res.reasons[a.request_id]
         assert reason is not None, f"{a.request_id} never finished"
+        outputs, reasons = res.outputs[a.request_id], res.seq_reasons[a.request_id]
         if reason == "ignored":
-            assert not res.outputs[a.request_id]
+            assert outputs == [[]] and reasons == ["ignored"]
             continue
-        want, why = reference_generate(list(a.prompt), a.max_tokens, cfg.max_model_len,
-                                       frozenset(a.eos))
-        got = res.outputs[a.request_id]
-        if reason == "abort":
-            assert got == want[:len(got)], f"{a.request_id}: aborted output diverged"
-        else:
-            assert (got, reason) == (want, why), f"{a.request_id}: {got} {reason} != {want} {why}"
+        assert len(outputs) == a.n or (len(outputs) == 1 and not outputs[0]
+                                       and reason == "abort"), (a, outputs)
+        for index, (got, why) in enumerate(zip(outputs, reasons)):
+            want, want_why = reference_generate(list(a.prompt), a.max_tokens, cfg.max_model_len,
+                                                frozenset(a.eos), index)
+            if why == "abort":
+                assert got == want[:len(got)], f"{a.request_id}[{index}]: aborted output diverged"
+            else:
+                assert (got, why) == (want, want_why), \
+                    f"{a.request_id}[{index}]: {got} {why} != {want} {want_why}"

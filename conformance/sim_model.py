@@ -27,20 +27,24 @@ def kv_chain(tokens: Iterable[int], prev: int = 0) -> list[int]:
     return out
 
 
-def next_token(kv: Sequence[int]) -> int:
-    """The token sampled after reading this KV (positions 0..len-1, in order)."""
-    return hash(tuple(kv)) % VOCAB
+def next_token(kv: Sequence[int], index: int = 0) -> int:
+    """The token sampled after reading this KV (positions 0..len-1, in order).
+    index: which of a parallel-sampling request's n first samples (0 = the
+    parent's, and every later token); the others differ, as real samples would."""
+    return hash(tuple(kv) if index == 0 else (tuple(kv), index)) % VOCAB
 
 
 def reference_generate(prompt: list[int], max_tokens: int, max_model_len: int,
-                       stop_ids: frozenset[int] = frozenset()) -> tuple[list[int], str]:
-    """The oracle: what a request must output under any schedule, and why it ends
-    ("stop" or "length"), with the scheduler's finishing rules."""
+                       stop_ids: frozenset[int] = frozenset(),
+                       index: int = 0) -> tuple[list[int], str]:
+    """The oracle: what sequence `index` of a request must output under any
+    schedule, and why it ends ("stop" or "length"), with the scheduler's
+    finishing rules."""
     tokens = list(prompt)
     kv = kv_chain(tokens)
     out: list[int] = []
     while True:
-        t = next_token(kv)
+        t = next_token(kv, index if not out else 0)
         out.append(t)
         tokens.append(t)
         kv.append(kv_of(kv[-1], t))

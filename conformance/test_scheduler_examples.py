@@ -3,55 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.sim_driver import Arrival, SimKV, check_step, expected_infeasible, _snapshot
-from conformance.sim_model import kv_chain, kv_of, reference_generate
+from conformance.sim_harness import Harness, prompt, shape
+from conformance.sim_model import reference_generate
 from engine.core.config import CacheConfig, SchedulerConfig
-from engine.core.scheduler import Scheduler
 from engine.core.sequence import SequenceStatus as S
-
-
-class Harness:
-    """A scheduler plus the simulated model; step() checks and runs one step."""
-
-    def __init__(self, cfg: SchedulerConfig, cache: CacheConfig) -> None:
-        self.sched, self.kv, self.chains = Scheduler(cfg, cache), SimKV(cache), {}
-        self.cfg, self.cache, self.infeasible = cfg, cache, set()
-
-    def add(self, rid: str, prompt: list[int], max_tokens: int = 1000, **kw):
-        if expected_infeasible(Arrival(0, rid, tuple(prompt), max_tokens), self.cfg, self.cache):
-            self.infeasible.add(rid)
-        req = self.sched.add_request(rid, prompt, max_tokens, **kw)
-        self.chains[req.seq.seq_id] = kv_chain(prompt)
-        return req
-
-    def step(self):
-        before = _snapshot(self.sched)
-        out = self.sched.schedule()
-        check_step(self.sched, out, before, self.infeasible)
-        sampled = self.kv.run(self.sched, out, self.chains)
-        finished = self.sched.update(out, sampled)
-        for s in out.scheduled:
-            if s.do_sample:
-                chain = self.chains[s.seq.seq_id]
-                chain.append(kv_of(chain[-1], s.seq.token_ids[-1]))
-        return out, finished
-
-    def drain(self, limit: int = 500) -> None:
-        for _ in range(limit):
-            if not self.sched.has_unfinished():
-                return
-            self.step()
-        raise AssertionError("did not drain")
-
-
-def shape(out):
-    """(request, start, tokens, is_prompt, do_sample) per scheduled sequence."""
-    return [(s.request.request_id, s.start, s.num_new_tokens, s.is_prompt, s.do_sample)
-            for s in out.scheduled]
-
-
-def prompt(n: int, base: int = 1) -> list[int]:
-    return [(base + 7 * i) % 37 + 1 for i in range(n)]
 
 
 def test_two_60_token_prompts_at_budget_64_chunk_60_4_then_56_plus_decode():
@@ -245,3 +200,139 @@ def test_scheduler_config_names_the_bad_field(kwargs, field):
 def test_cache_config_names_the_bad_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         CacheConfig(**kwargs)
+
+
+# ---- parallel sampling (n > 1) ---------------------------------------------------
+
+def oracle(p: list[int], max_tokens: int, max_model_len: int, n: int) -> list[list[int]]:
+    return [reference_generate(p, max_tokens, max_model_len, index=i)[0] for i in range(n)]
+
+
+def test_n3_prefills_once_forks_at_the_first_sample_then_copies_on_write():
+    h = Harness(SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=64, max_model_len=64),
+                CacheConfig(block_size=4, num_gpu_blocks=16, watermark=0.0))
+    bm, p = h.sched.block_manager, prompt(6)
+    g = h.add("g", p, 5, n=3)
+    out, _ = h.step()                         # one 6-token prefill that samples 3 tokens
+    assert shape(out) == [("g", 0, 6, True, True)]
+    assert out.num_samples == {g.seq.seq_id: 3} and out.samples_for(g.seq.seq_id) == 3
+    assert g.is_group and len(g.seqs) == 3 and h.sched.num_running_seqs == 3
+    assert [s.output_token_ids for s in g.seqs] == [o[:1] for o in oracle(p, 5, 64, 3)]
+    full, partial = bm.get_block_table(g.seq)
+    assert all(bm.get_block_table(s) == [full, partial] for s in g.seqs)
+    assert bm.ref_count(full) == bm.ref_count(partial) == 3 and bm.num_free_gpu_blocks == 14
+    out, _ = h.step()                         # three decodes at position 6
+    assert shape(out) == [("g", 6, 1, False, True)] * 3 and not out.num_samples
+    # The first two holders copy the shared partial block; the last writes it in place.
+    assert [src for src, _ in out.blocks_to_copy] == [partial, partial]
+    tables = [bm.get_block_table(s) for s in g.seqs]
+    assert [t[0] for t in tables] == [full] * 3 and tables[2][1] == partial
+    assert len({t[1] for t in tables}) == 3 and bm.num_free_gpu_blocks == 12
+    h.drain()
+    assert [s.output_token_ids for s in g.seqs] == oracle(p, 5, 64, 3)
+    assert [s.finish_reason for s in g.seqs] == ["length"] * 3 and g.finish_reason == "length"
+    assert bm.num_free_gpu_blocks == 16 and h.sched.num_running_seqs == 0
+
+
+def test_n_too_large_is_ignored_and_bad_n_is_a_value_error():
+    h = Harness(SchedulerConfig(max_num_seqs=2, max_num_batched_tokens=64, max_model_len=64),
+                CacheConfig(block_size=4, num_gpu_blocks=16, watermark=0.0))
+    wide = h.add("wide", prompt(3), 4, n=3)
+    big = h.add("big", prompt(9), 8, n=2)     # 2 x 4 blocks fit; 3 x ... would not
+    huge = h.add("huge", prompt(30), 30, n=2)  # 2 x 15 blocks > 16
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            h.sched.add_request("bad", prompt(3), 4, n=bad)
+    out, _ = h.step()
+    assert [r.request_id for r in out.ignored] == ["wide", "huge"]
+    assert "n=3 sequences, more than max_num_seqs=2" in wide.error
+    assert "2 sequences of up to 59 tokens need 2 x 15 blocks" in huge.error
+    h.drain()
+    assert [s.output_token_ids for s in big.seqs] == oracle(prompt(9), 8, 64, 2)
+
+
+def test_update_wants_a_list_of_n_tokens_for_a_first_sample():
+    h = Harness(SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=64, max_model_len=64),
+                CacheConfig(block_size=4, num_gpu_blocks=16, watermark=0.0))
+    g = h.add("g", prompt(5), 4, n=2)
+    out = h.sched.schedule()
+    pid = g.seq.seq_id
+    for bad in (7, [7], [7, 8, 9]):
+        with pytest.raises(ValueError, match=rf"sampled\[{pid}\].*list of 2 token ids"):
+            h.sched.update(out, {pid: bad})
+    assert len(g.seqs) == 1 and g.seq.num_computed_tokens == 0     # nothing changed
+    h.sched.update(out, {pid: [7, 8]})
+    assert [s.output_token_ids for s in g.seqs] == [[7], [8]]
+    assert g.seqs[1].seq_id != pid and g.seqs[1].num_computed_tokens == 5
+
+
+def test_a_group_runs_whole_or_waits_for_budget():
+    # Budget 4: a decodes and c's last chunk leave 2 tokens, fewer than g's 3 sequences.
+    h = Harness(SchedulerConfig(max_num_seqs=8, max_num_batched_tokens=4, max_model_len=64,
+                                enable_chunked_prefill=True),
+                CacheConfig(block_size=4, num_gpu_blocks=32, watermark=0.0))
+    a, c = h.add("a", prompt(2, 1), 5), h.add("c", prompt(9, 2), 6)
+    g = h.add("g", prompt(2, 3), 3, n=3)
+    for want in ([("a", 0, 2, True, True), ("c", 0, 2, True, False)],
+                 [("a", 2, 1, False, True), ("c", 2, 3, True, False)],
+                 [("a", 3, 1, False, True), ("c", 5, 3, True, False)],
+                 [("a", 4, 1, False, True), ("c", 8, 1, True, True), ("g", 0, 2, True, True)]):
+        out, _ = h.step()
+        assert shape(out) == want
+    assert g.is_group
+    out, _ = h.step()                         # 2 tokens left: g (3 sequences) idles
+    assert shape(out) == [("a", 5, 1, False, True), ("c", 9, 1, False, True)]
+    assert out.num_batched_tokens == 2 and all(s.status is S.RUNNING for s in g.seqs)
+    out, _ = h.step()                         # a finished (5 tokens): g runs whole
+    assert shape(out) == [("c", 10, 1, False, True)] + [("g", 2, 1, False, True)] * 3
+    h.drain()
+    assert a.output_token_ids == reference_generate(prompt(2, 1), 5, 64)[0]
+    assert [s.output_token_ids for s in g.seqs] == oracle(prompt(2, 3), 3, 64, 3)
+
+
+def group_pressure(mode: str) -> Harness:
+    # 4 blocks of 4: a (8 tokens) holds 2 and needs a 3rd at its first decode;
+    # g's two samples share a partial block, whose copy-on-write then finds no room.
+    return Harness(SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=64, max_model_len=64,
+                                   preemption_mode=mode),
+                   CacheConfig(block_size=4, num_gpu_blocks=4, num_cpu_blocks=8, watermark=0.0))
+
+
+def test_a_group_is_swapped_out_and_in_whole_its_shared_block_copied_once():
+    h = group_pressure("swap")
+    a, g = h.add("a", prompt(8, 1), 6), h.add("g", prompt(3, 2), 6, n=2)
+    h.step()                                  # a: 2 blocks; g: 1 block, then forked
+    out, _ = h.step()                         # a takes the last block; g's copy has none
+    assert out.preempted == ["g"] and shape(out) == [("a", 8, 1, False, True)]
+    assert [s.status for s in g.seqs] == [S.SWAPPED] * 2
+    assert len(out.blocks_to_swap_out) == 1 and h.sched.block_manager.num_free_cpu_blocks == 7
+    while g.status is S.SWAPPED:
+        out, _ = h.step()
+    assert len(out.blocks_to_swap_in) == 1 and len(out.blocks_to_copy) == 1
+    assert shape(out) == [("g", 3, 1, False, True)] * 2
+    h.drain()
+    assert [s.output_token_ids for s in g.seqs] == oracle(prompt(3, 2), 6, 64, 2)
+    assert h.sched.block_manager.num_free_cpu_blocks == 8
+
+
+def test_a_recomputed_group_re_prefills_each_sequence_in_one_step():
+    h = group_pressure("recompute")
+    a, g = h.add("a", prompt(8, 1), 6), h.add("g", prompt(3, 2), 6, n=2)
+    h.step(), h.step()
+    assert [s.status for s in g.seqs] == [S.WAITING] * 2
+    assert [s.num_computed_tokens for s in g.seqs] == [0, 0]
+    while g.status is S.WAITING:
+        out, _ = h.step()
+    # prompt + its one output each, as two prefills that sample one token each
+    assert shape(out) == [("g", 0, 4, True, True)] * 2 and not out.num_samples
+    h.drain()
+    assert [s.output_token_ids for s in g.seqs] == oracle(prompt(3, 2), 6, 64, 2)
+    assert h.sched.num_preemptions == {"recompute": 1, "swap": 0}
+
+
+def test_abort_of_a_group_frees_every_sequence():
+    h = tiny("swap", 4)
+    g = h.add("g", prompt(5), 3, n=2)         # 2 x 2 blocks: the whole pool
+    h.step(), h.step()
+    assert h.sched.abort("g") and [s.finish_reason for s in g.seqs] == ["abort"] * 2
+    assert h.sched.block_manager.num_free_gpu_blocks == 4 and h.sched.num_running_seqs == 0

@@ -6,6 +6,8 @@ step bound, every output equal to the oracle's, every block free.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
@@ -17,17 +19,19 @@ tokens = st.integers(0, VOCAB - 1)
 
 
 @st.composite
-def arrivals(draw, max_requests: int = 8) -> list[Arrival]:
+def arrivals(draw, max_requests: int = 8, widths=st.sampled_from([1, 1, 1, 2, 3]),
+             part: int = 24, max_new: int = 24) -> list[Arrival]:
     """Requests arriving at random steps; some prompts share a prefix (to hit
-    the prefix cache); some stop on token 0 (EOS)."""
-    prefixes = draw(st.lists(st.lists(tokens, min_size=1, max_size=24), min_size=1, max_size=2))
+    the prefix cache); some stop on token 0 (EOS); some sample n = 2 or 3
+    sequences (parallel sampling)."""
+    prefixes = draw(st.lists(st.lists(tokens, min_size=1, max_size=part), min_size=1, max_size=2))
     out = []
     for i in range(draw(st.integers(1, max_requests))):
         base = draw(st.sampled_from([[]] + prefixes))
-        tail = draw(st.lists(tokens, min_size=0 if base else 1, max_size=24))
+        tail = draw(st.lists(tokens, min_size=0 if base else 1, max_size=part))
         out.append(Arrival(step=draw(st.integers(0, 12)), request_id=f"r{i}",
-                           prompt=tuple(base + tail), max_tokens=draw(st.integers(1, 24)),
-                           eos=draw(st.sampled_from([(), (0,)]))))
+                           prompt=tuple(base + tail), max_tokens=draw(st.integers(1, max_new)),
+                           eos=draw(st.sampled_from([(), (0,)])), n=draw(widths)))
     return out
 
 
@@ -45,7 +49,7 @@ def configs(draw, stream: list[Arrival]) -> tuple[SchedulerConfig, CacheConfig]:
         enable_chunked_prefill=chunked,
         preemption_mode=draw(st.sampled_from(["recompute", "swap"])))
     block_size = draw(st.sampled_from([1, 2, 4, 8]))
-    longest = max(-(-worst_len(a, cfg) // block_size) for a in stream)
+    longest = max(a.n * -(-worst_len(a, cfg) // block_size) for a in stream)
     cache = CacheConfig(
         block_size=block_size,
         num_gpu_blocks=max(1, longest + draw(st.integers(-2, max(1, longest // 2)))),
@@ -115,5 +119,47 @@ def test_pressure_schedules_really_preempt_both_ways():
     seen = {"recompute": 0, "swap": 0}
     for s in SCHEDULES:
         for mode, n in drive(*_pressure_config(*s), stream).preemptions.items():
+            seen[mode] += n
+    assert seen["recompute"] > 0 and seen["swap"] > 0
+
+
+def _group_config(mode: str, chunked: bool, budget: int, prefix: bool,
+                  stream: list[Arrival]):
+    # Room for the largest request alone (n x its longest sequence) and 2 blocks more.
+    cfg = SchedulerConfig(max_num_seqs=6, max_num_batched_tokens=budget, max_model_len=40,
+                          enable_chunked_prefill=chunked, preemption_mode=mode)
+    largest = max(a.n * -(-worst_len(a, cfg) // 4) for a in stream)
+    return cfg, CacheConfig(block_size=4, num_gpu_blocks=largest + 2, num_cpu_blocks=12,
+                            enable_prefix_caching=prefix, watermark=0.0)
+
+
+GROUP_STREAM = [Arrival(i // 2, f"r{i}", tuple(range(i, i + 5 + i % 4)), 12, n=1 + i % 3)
+                for i in range(6)]
+
+
+@settings(max_examples=settings.default.max_examples)
+@example(stream=GROUP_STREAM)
+@given(stream=arrivals(max_requests=5, widths=st.sampled_from([1, 2, 3]), part=6, max_new=12))
+def test_parallel_sampling_outputs_do_not_depend_on_the_schedule(stream):
+    """Groups of 1..3 sequences under recompute/swap, chunked/whole, prefix
+    caching on/off: every sequence outputs its oracle's tokens (drive checks
+    that, and that every block comes back), whatever the schedule."""
+    stream = [replace(a, step=a.step // 4) for a in stream]     # arrivals close together
+    results = [drive(*_group_config(*s, stream), stream) for s in SCHEDULES]
+    for mode in ("recompute", "swap"):
+        hit = any(r.group_preemptions[mode] for r in results)
+        event(f"group preempted by {mode}: {'yes' if hit else 'no'}")
+    event(f"groups that ran: {sum(a.n > 1 and results[0].reasons[a.request_id] != 'ignored' for a in stream)}")
+    for a in stream:
+        finished = [r.outputs[a.request_id] for r in results
+                    if r.reasons[a.request_id] != "ignored"]
+        assert all(f == finished[0] for f in finished), f"{a.request_id}: {finished}"
+
+
+def test_group_pressure_really_preempts_groups_both_ways():
+    seen = {"recompute": 0, "swap": 0}
+    for s in SCHEDULES:
+        for mode, n in drive(*_group_config(*s, GROUP_STREAM),
+                             GROUP_STREAM).group_preemptions.items():
             seen[mode] += n
     assert seen["recompute"] > 0 and seen["swap"] > 0

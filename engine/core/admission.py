@@ -2,49 +2,43 @@
 
 A request is reported FINISHED_IGNORED instead of waiting forever (vLLM #35541
 hung there) when its prompt is longer than max_model_len; when, with chunked
-prefill off, its prompt is longer than max_num_batched_tokens; or when its
-longest sequence W = min(prompt + max_tokens - 1, max_model_len) -- what its
-blocks may hold, and what a recompute re-prefills -- needs more blocks than
-can_allocate ever grants (NEVER). So every admitted request fits alone on an
-empty GPU, which is what lets the scheduler bound its progress.
+prefill off, its prompt is longer than max_num_batched_tokens; when it asks for
+more sequences (n) than max_num_seqs or than max_num_batched_tokens (its
+sequences run in the same steps, one token each at least); or when n sequences
+of its longest length W = min(prompt + max_tokens - 1, max_model_len) -- what
+each one's blocks may hold, and what a recompute re-prefills -- need more blocks
+than can_allocate ever grants one sequence (NEVER). n x blocks(W) is the worst
+case of a group: after a recompute its sequences share no block. So every
+admitted request fits alone on an empty GPU, which is what lets the scheduler
+bound its progress.
 """
 from __future__ import annotations
 
-from engine.core.block.block_manager import AllocStatus, BlockManager
 from engine.core.config import CacheConfig, SchedulerConfig
 from engine.core.kv_memory import cdiv
 from engine.core.request import Request
-from engine.core.sequence import Sequence
-
-
-def largest_allocatable(bm: BlockManager, cache: CacheConfig, max_model_len: int) -> int:
-    """Most tokens one sequence may hold: whole blocks that can_allocate does not
-    call NEVER (a bisection over probes whose ids hit no prefix-cache entry)."""
-    bs = cache.block_size
-    lo, hi = 0, min(cache.num_gpu_blocks, cdiv(max_model_len, bs))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if bm.can_allocate(Sequence(-1, [-1] * (mid * bs))) is AllocStatus.NEVER:
-            hi = mid - 1
-        else:
-            lo = mid
-    return lo * bs
 
 
 def infeasibility(req: Request, cfg: SchedulerConfig, cache: CacheConfig,
-                  pool_tokens: int) -> str | None:
+                  pool_blocks: int) -> str | None:
     """Why `req` can never finish under these configs, or None if it can.
-    pool_tokens: largest_allocatable() of the scheduler's block manager."""
-    plen = req.seq.prompt_len
+    pool_blocks: BlockManager.max_allocatable_blocks of the scheduler's."""
+    plen, n = req.seq.prompt_len, req.n
+    if n > cfg.max_num_seqs:
+        return f"n={n} sequences, more than max_num_seqs={cfg.max_num_seqs}"
+    if n > cfg.max_num_batched_tokens:
+        return (f"n={n} sequences, more than max_num_batched_tokens="
+                f"{cfg.max_num_batched_tokens} (they decode in the same steps)")
     if plen > cfg.max_model_len:
         return f"prompt has {plen} tokens, more than max_model_len={cfg.max_model_len}"
     if not cfg.enable_chunked_prefill and plen > cfg.max_num_batched_tokens:
         return (f"prompt has {plen} tokens, more than max_num_batched_tokens="
                 f"{cfg.max_num_batched_tokens}, with chunked prefill off")
-    worst = min(plen + req.max_tokens - 1, cfg.max_model_len)
-    if worst > pool_tokens:
-        bs = cache.block_size
-        return (f"a sequence of up to {worst} tokens needs {cdiv(worst, bs)} blocks of "
-                f"{bs} tokens, more than the GPU pool can ever hold "
-                f"(num_gpu_blocks={cache.num_gpu_blocks}, watermark={cache.watermark})")
+    worst, bs = min(plen + req.max_tokens - 1, cfg.max_model_len), cache.block_size
+    if n * cdiv(worst, bs) > pool_blocks:
+        what = (f"a sequence of up to {worst} tokens needs" if n == 1 else
+                f"{n} sequences of up to {worst} tokens need {n} x")
+        return (f"{what} {cdiv(worst, bs)} blocks of {bs} tokens, more than the GPU pool "
+                f"can ever hold (num_gpu_blocks={cache.num_gpu_blocks}, "
+                f"watermark={cache.watermark})")
     return None

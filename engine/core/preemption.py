@@ -7,6 +7,10 @@ asks this module what becomes of it:
   - "recompute" (or swap without CPU room): blocks freed, num_computed_tokens
     reset, back to waiting; it re-prefills prompt + outputs later, prefix-cache
     hits counting as computed.
+A request with several sequences (parallel sampling) goes as a whole: all its
+live sequences are swapped out together when the CPU holds them all (shared
+blocks copied once), else all are freed, each to re-prefill its own tokens
+when the group is admitted again.
 The scheduler owns its queues: it puts the request back into the queue this
 returns, at its arrival position (the front, in practice), so FCFS holds.
 """
@@ -28,13 +32,15 @@ class Preemptor:
     def preempt(self, req: Request, out: SchedulerOutput) -> str:
         """Swap `req` out, or free it for recompute (it must be off the running
         queue); records the swap map in `out`. Returns the mode used."""
-        seq, bm = req.seq, self.block_manager
+        seqs, bm = req.live_seqs(), self.block_manager
         out.preempted.append(req.request_id)
-        if self.mode == "swap" and bm.can_swap_out(seq):
-            out.blocks_to_swap_out.update(bm.swap_out(seq))
-            seq.status = SequenceStatus.SWAPPED
+        if self.mode == "swap" and bm.can_swap_out_all(seqs):
+            for seq in seqs:
+                out.blocks_to_swap_out.update(bm.swap_out(seq))
+                seq.status = SequenceStatus.SWAPPED
             return "swap"
-        bm.free(seq)
-        seq.num_computed_tokens = 0
-        seq.status = SequenceStatus.WAITING
+        for seq in seqs:
+            bm.free(seq)
+            seq.num_computed_tokens = 0
+            seq.status = SequenceStatus.WAITING
         return "recompute"

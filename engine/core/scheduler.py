@@ -26,13 +26,30 @@ sequence owns alone costs a few comparisons).
 
 Preemption (which request goes, and where): see engine/core/preemption.py.
 
+Parallel sampling (a request with n > 1). The request is prefilled once, as its
+parent sequence; the step whose prompt chunk samples asks for n tokens
+(SchedulerOutput.num_samples) and update() takes them as a list: it forks n - 1
+children (Sequence.fork + BlockManager.fork), which share every prompt block --
+copy-on-write of the partial last block happens as each one appends (the
+append_slots copies) -- and gives each sequence one token. From then on the
+group is scheduled whole: every live sequence gets a token each step (all or
+none: it needs as much budget as it has live sequences; when less is left, no
+running request after it runs this step, though waiting ones may be admitted
+with the rest). It counts its sequences against max_num_seqs from admission
+on, n before the fork. A sequence that
+finishes frees its own blocks; the request finishes with its last one.
+Preemption takes the whole group (engine/core/preemption.py); after a
+recompute each sequence re-prefills its own tokens, all admitted in one step,
+their chunks sharing the budget (each gets at least one token).
+
 With chunked prefill off a prompt is computed whole in its admission step; only
-a re-prefill (prompt + outputs after recompute) longer than
+a re-prefill (prompt + outputs after recompute; a group's together) longer than
 max_num_batched_tokens is split into chunks, as it could never run otherwise.
 
-Feasibility. add_request() reports a request that can never finish as
-FINISHED_IGNORED with .error, in the next SchedulerOutput.ignored (rules in
-engine/core/admission.py). Every admitted request fits alone on an empty GPU, so the
+Feasibility. add_request() reports a request that can never finish (n larger
+than max_num_seqs among them) as FINISHED_IGNORED with .error, in the next
+SchedulerOutput.ignored (rules in engine/core/admission.py); an invalid
+argument is a ValueError. Every admitted request fits alone on an empty GPU, so the
 oldest live request is never preempted (only the latest is, and alone it fits)
 and gets the budget first, which bounds progress (see conformance/sim_driver.py
 for the step bound).
@@ -49,24 +66,19 @@ import operator
 from collections import deque
 from collections.abc import Iterable
 
-from engine.core.admission import infeasibility, largest_allocatable
+from engine.core.admission import infeasibility
 from engine.core.block.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
 from engine.core.config import CacheConfig, SchedulerConfig
-from engine.core.kv_memory import cdiv
+from engine.core.group_plan import prefix_view, split_budget
 from engine.core.preemption import Preemptor
 from engine.core.request import Request, insert_by_arrival
-from engine.core.scheduler_output import ScheduledSequence, SchedulerOutput
+from engine.core.scheduler_output import SchedulerOutput
 from engine.core.sequence import Sequence, SequenceStatus
 from engine.core.step_update import apply_sampled
 
 _RUNNING = SequenceStatus.RUNNING
 _seq_id = operator.attrgetter("seq_id")
 _computed = operator.attrgetter("num_computed_tokens")
-
-
-def _prefix(seq: Sequence, num_tokens: int) -> Sequence:
-    """What the block manager should see of a sequence mid-prefill."""
-    return Sequence(seq.seq_id, seq.token_ids[:num_tokens])
 
 
 class Scheduler:
@@ -87,22 +99,24 @@ class Scheduler:
         self._preemptor = Preemptor(self.block_manager, scheduler_config.preemption_mode)
         self._ignored: list[Request] = []               # for the next schedule()
         self._next_arrival = 0
+        self._next_seq_id = 0
+        self._num_running_seqs = 0                      # sum of running requests' width
         self._pending: SchedulerOutput | None = None    # scheduled, not yet updated
-        self._pool_tokens = largest_allocatable(self.block_manager, cache_config,
-                                                scheduler_config.max_model_len)
 
     # ---- requests ---------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], max_tokens: int,
                     eos_token_ids: Iterable[int] = (), stop_token_ids: Iterable[int] = (),
-                    ignore_eos: bool = False) -> Request:
+                    ignore_eos: bool = False, n: int = 1) -> Request:
+        """Queue a request of n sequences (n > 1: parallel sampling, each up to max_tokens)."""
         if request_id in self.requests:
             raise ValueError(f"request_id {request_id!r} is already live")
-        arrival = self._next_arrival
-        seq = Sequence(arrival, prompt_token_ids)       # arrival doubles as a unique seq id
-        req = Request(request_id, seq, arrival, max_tokens, eos_token_ids,
-                      stop_token_ids, ignore_eos, self.config.max_model_len)
+        seq = Sequence(self._next_seq_id, prompt_token_ids)
+        req = Request(request_id, seq, self._next_arrival, max_tokens, eos_token_ids,
+                      stop_token_ids, ignore_eos, self.config.max_model_len, n)
         self._next_arrival += 1
-        error = infeasibility(req, self.config, self.cache_config, self._pool_tokens)
+        self._next_seq_id += 1
+        error = infeasibility(req, self.config, self.cache_config,
+                              self.block_manager.max_allocatable_blocks)
         if error is not None:
             req.error = error
             seq.status = SequenceStatus.FINISHED_IGNORED
@@ -118,19 +132,27 @@ class Scheduler:
         req = self.requests.pop(request_id, None)
         if req is None:
             return False
-        status = req.seq.status
+        status = req.status
         if status is SequenceStatus.WAITING:
             self.waiting.remove(req)
         elif status is _RUNNING:
             self.running.remove(req)
+            self._num_running_seqs -= req.width
         else:
             self.swapped.remove(req)
-        self.block_manager.free(req.seq)                # a no-op without blocks
-        req.seq.status = SequenceStatus.FINISHED_ABORTED
+        for seq in req.live_seqs():
+            self.block_manager.free(seq)                # a no-op without blocks
+            seq.status = SequenceStatus.FINISHED_ABORTED
         return True
 
     def has_unfinished(self) -> bool:
         return bool(self.requests) or bool(self._ignored)
+
+    @property
+    def num_running_seqs(self) -> int:
+        """Sequences the running requests hold against max_num_seqs (a group
+        counts n until it forks, then its live sequences)."""
+        return self._num_running_seqs
 
     # ---- one step ------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
@@ -140,9 +162,9 @@ class Scheduler:
         self._ignored = []
         budget = self._schedule_running(out, self.config.max_num_batched_tokens)
         if not out.preempted:
-            budget = self._schedule_swapped(out, budget)
+            budget = self._schedule_queue(out, budget, self.swapped)
             if not self.swapped:
-                budget = self._schedule_waiting(out, budget)
+                budget = self._schedule_queue(out, budget, self.waiting)
         out.num_batched_tokens = self.config.max_num_batched_tokens - budget
         if out.decodes or out.prefills:
             self._pending = out
@@ -152,7 +174,8 @@ class Scheduler:
         """Running requests in arrival order. A run of decodes is planned in a
         tight loop and gets its slots from the block manager in one batch
         (append_slots_batch), before anything else asks it for blocks, so blocks
-        are still taken in arrival order; a prefill chunk gets its slots alone."""
+        are still taken in arrival order; a prefill chunk or a group gets its
+        slots alone."""
         running, bm = self.running, self.block_manager
         decodes, copies_out = out.decodes, out.blocks_to_copy
         i = 0                                           # running[i] is next
@@ -160,8 +183,9 @@ class Scheduler:
             first, planned = i, len(decodes)
             for req in running[i:i + budget]:           # the hot loop: 1 token each
                 seq = req.seq
-                if len(seq.token_ids) - seq.num_computed_tokens != 1 or not seq.output_token_ids:
-                    break                               # not a decode
+                if (req.is_group or len(seq.token_ids) - seq.num_computed_tokens != 1
+                        or not seq.output_token_ids):
+                    break                               # not a lone decode
                 decodes.append(seq)
             got = bm.append_slots_batch(decodes, planned, copies_out)
             # Bookkeeping of the decodes that got slots, in C loops.
@@ -173,155 +197,145 @@ class Scheduler:
             if got < len(decodes):                      # running[i] found no room
                 del decodes[got:]
                 req = running[i]
-                copies = self._make_room(req, req.seq, out)
-                if copies is None:
+                if not self._make_room(req, [req.seq], out):
                     return budget                       # req preempted itself
-                copies_out.extend(copies)
-                self._record(req, req.seq.num_computed_tokens, 1, 1, out)
+                copies_out.extend(bm.append_slots(req.seq))
+                out.add(req, req.seq, req.seq.num_computed_tokens, 1, 1)
                 budget -= 1
                 i += 1
                 continue
             if i >= len(running) or not budget:
                 return budget
-            req = running[i]                            # a prefill chunk
-            seq = req.seq
-            start = seq.num_computed_tokens
-            remaining = len(seq.token_ids) - start
-            n = budget if remaining > budget else remaining   # a started prefill goes on
-            view = seq if n == remaining else _prefix(seq, start + n)
-            try:
-                copies = bm.append_slots(view)          # raises before changing anything
-            except NoFreeBlocksError:
-                copies = self._make_room(req, view, out)
-                if copies is None:
-                    return budget                       # req preempted itself
-            copies_out.extend(copies)
-            self._record(req, start, n, remaining, out)
-            budget -= n
+            req = running[i]                            # a prefill chunk, or a group
+            seqs = req.live_seqs() if req.is_group else [req.seq]
+            starts = [seq.num_computed_tokens for seq in seqs]
+            remaining = [len(seq.token_ids) - c for seq, c in zip(seqs, starts)]
+            tokens = split_budget(remaining, budget, True, self.config)
+            if tokens is None:
+                return budget                           # a group wider than the budget left
+            views = [prefix_view(seq, c + n) for seq, c, n in zip(seqs, starts, tokens)]
+            if bm.append_cost(views) > bm.num_free_gpu_blocks and not self._make_room(
+                    req, views, out):
+                return budget                           # req preempted itself
+            for seq, view, c, n, r in zip(seqs, views, starts, tokens, remaining):
+                copies_out.extend(bm.append_slots(view))
+                out.add(req, seq, c, n, r)
+                budget -= n
             i += 1
 
-    def _schedule_swapped(self, out: SchedulerOutput, budget: int) -> int:
-        bm, swapped, bs = self.block_manager, self.swapped, self.cache_config.block_size
-        while swapped and budget and len(self.running) < self.config.max_num_seqs:
-            req = swapped[0]
-            seq = req.seq
-            start = seq.num_computed_tokens
-            remaining = len(seq) - start
-            n = self._chunk(remaining, budget)
-            if not n:
-                break
-            # Room for its blocks plus those this step's tokens add.
-            held = bm.num_blocks_of(seq)
-            extra = max(0, cdiv(start + n, bs) - held)
-            if not bm.can_swap_in(seq) or bm.num_free_gpu_blocks < held + extra:
-                break
-            swapped.popleft()
-            out.blocks_to_swap_in.update(bm.swap_in(seq))
-            out.blocks_to_copy.extend(
-                bm.append_slots(seq if n == remaining else _prefix(seq, start + n)))
-            self._start(req, start, n, remaining, out)
-            budget -= n
-        return budget
-
-    def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> int:
-        bm, waiting = self.block_manager, self.waiting
-        while waiting and budget and len(self.running) < self.config.max_num_seqs:
-            req = waiting[0]
-            seq = req.seq
-            cached = bm.get_num_cached_tokens(seq)      # prefix hits count as computed
-            remaining = len(seq) - cached
-            n = self._chunk(remaining, budget)
-            if not n:
-                break
-            view = seq if n == remaining else _prefix(seq, cached + n)
-            status = bm.can_allocate(view)
-            if status is AllocStatus.LATER:
-                break
-            waiting.popleft()
-            if status is AllocStatus.NEVER:             # admission.py rules this out
-                self._finish_ignored(req, f"needs {len(view)} tokens of KV, more than "
-                                     f"the GPU pool can ever hold")
-                continue
-            bm.allocate(view)
-            if bm.get_num_cached_tokens(seq) != cached:
-                raise RuntimeError(f"prefix hits of {req.request_id!r} changed between "
-                                   f"lookup and allocate")
-            seq.num_computed_tokens = cached
-            self._start(req, cached, n, remaining, out)
-            budget -= n
-        return budget
-
-    def _make_room(self, req: Request, view: Sequence,
-                   out: SchedulerOutput) -> list[tuple[int, int]] | None:
-        """Preempt the latest running requests until `view` gets its slots;
-        returns append_slots' copies, or None when `req` itself had to go."""
-        running = self.running
+    def _make_room(self, req: Request, views: list[Sequence], out: SchedulerOutput) -> bool:
+        """Preempt the latest running requests until all of `views` (of req) can
+        get their slots; False when req itself had to go."""
+        running, bm = self.running, self.block_manager
         while True:
             victim = running.pop()                      # the latest arrival
+            self._num_running_seqs -= victim.width
             mode = self._preemptor.preempt(victim, out)
             insert_by_arrival(self.swapped if mode == "swap" else self.waiting, victim)
             self.num_preemptions[mode] += 1
             if victim is req:
-                return None
-            try:
-                return self.block_manager.append_slots(view)
-            except NoFreeBlocksError:
-                continue
+                return False
+            if bm.append_cost(views) <= bm.num_free_gpu_blocks:
+                return True
 
-    def _chunk(self, remaining: int, budget: int) -> int:
-        """Tokens to compute now for a swapped-in or admitted request; 0: wait."""
-        if remaining <= budget:
-            return remaining
-        cfg = self.config
-        if cfg.enable_chunked_prefill or remaining > cfg.max_num_batched_tokens:
-            return budget
-        return 0
-
-    def _start(self, req: Request, start: int, n: int, remaining: int,
-               out: SchedulerOutput) -> None:
-        """Move a swapped-in or admitted request to running; its slots are in place."""
-        req.seq.status = _RUNNING
-        insert_by_arrival(self.running, req)
-        self._record(req, start, n, remaining, out)
-
-    @staticmethod
-    def _record(req: Request, start: int, n: int, remaining: int,
-                out: SchedulerOutput) -> None:
-        """Put `n` tokens of `req` from `start` into the step (slots in place)."""
-        seq = req.seq
-        if n == remaining:
-            out.sample_seq_ids.add(seq.seq_id)
-            if n == 1 and seq.output_token_ids:         # its last sampled token: a decode
-                out.decodes.append(seq)
-                out.decode_requests.append(req)
-                out.decode_starts.append(start)
-                return
-        out.prefills.append(ScheduledSequence(req, seq, start, n, True, n == remaining))
-        out.num_prefill_tokens += n
+    def _schedule_queue(self, out: SchedulerOutput, budget: int, queue: deque[Request]) -> int:
+        """Swap in (queue is swapped) or admit (waiting) requests in arrival
+        order, whole, while they fit; the first that does not stops the queue."""
+        bm, swap_in = self.block_manager, queue is self.swapped
+        while queue and budget:
+            req = queue[0]
+            if self._num_running_seqs + req.width > self.config.max_num_seqs:
+                break
+            seqs = req.live_seqs()
+            # Prefix-cache hits count as computed; a swapped sequence keeps its progress.
+            starts = [seq.num_computed_tokens if swap_in else bm.get_num_cached_tokens(seq)
+                      for seq in seqs]
+            remaining = [len(seq.token_ids) - c for seq, c in zip(seqs, starts)]
+            tokens = split_budget(remaining, budget, False, self.config)
+            if tokens is None:
+                break
+            views = [prefix_view(seq, c + n) for seq, c, n in zip(seqs, starts, tokens)]
+            if swap_in:
+                need = bm.swap_in_cost(seqs)
+                free = bm.num_free_gpu_blocks
+                if free - need < bm.watermark_blocks or free < need + bm.append_cost(views):
+                    break
+            else:
+                status = bm.can_allocate_all(views)
+                if status is AllocStatus.LATER:
+                    break
+                if status is AllocStatus.NEVER:         # admission.py rules this out
+                    queue.popleft()
+                    self._finish_ignored(req, f"needs {sum(map(len, views))} tokens of KV, "
+                                         f"more than the GPU pool can ever hold")
+                    continue
+            queue.popleft()
+            if swap_in:     # all first: a block they share comes back once, still shared
+                for seq in seqs:
+                    out.blocks_to_swap_in.update(bm.swap_in(seq))
+                for view in views:
+                    out.blocks_to_copy.extend(bm.append_slots(view))
+            else:
+                bm.allocate_all(views)
+                if [bm.get_num_cached_tokens(seq) for seq in seqs] != starts:
+                    raise RuntimeError(f"prefix hits of {req.request_id!r} changed between "
+                                       f"lookup and allocate")
+                for seq, c in zip(seqs, starts):
+                    seq.num_computed_tokens = c
+            for seq, c, view in zip(seqs, starts, views):
+                seq.status = _RUNNING
+                out.add(req, seq, c, len(view.token_ids) - c, len(seq.token_ids) - c)
+                budget -= len(view.token_ids) - c
+            insert_by_arrival(self.running, req)
+            self._num_running_seqs += req.width
+        return budget
 
     def _finish_ignored(self, req: Request, error: str) -> None:
         req.error = error
-        req.seq.status = SequenceStatus.FINISHED_IGNORED
+        for seq in req.live_seqs():
+            seq.status = SequenceStatus.FINISHED_IGNORED
         del self.requests[req.request_id]
         self._ignored.append(req)
 
     # ---- after the model ran -----------------------------------------------------
-    def update(self, output: SchedulerOutput, sampled: dict[int, int]) -> list[Request]:
+    def update(self, output: SchedulerOutput,
+               sampled: dict[int, int | list[int]]) -> list[Request]:
         """Advance the sequences of `output` by the tokens the step computed.
 
         sampled: seq_id -> token id for each id in output.sample_seq_ids (one of
-        a request aborted since schedule() may be given or left out).
-        Returns the requests this step finished (stop token or length); their
-        blocks are freed. Ignored requests are reported in output.ignored."""
+        a request aborted since schedule() may be given or left out); for an id
+        in output.num_samples, a list of that many token ids, one per sequence
+        of the request (the first stays with the parent, the others go to new
+        children, in order). Returns the requests this step finished (stop token
+        or length on every sequence); a finished sequence's blocks are freed at
+        once. Ignored requests are reported in output.ignored."""
         if output is not self._pending:
             if not output.decodes and not output.prefills:
                 return []                               # nothing ran
             raise ValueError("output is not the pending step's (already updated, or stale)")
-        finished = apply_sampled(output, sampled)
+        done = apply_sampled(output, sampled, self._fork)
         self._pending = None
-        if finished:
-            for req in finished:
-                self.block_manager.free(req.seq)
+        finished: list[Request] = []
+        for req, seq in done:
+            self.block_manager.free(seq)
+            self._num_running_seqs -= 1
+            if (len(req.seqs) == 1 or req.is_finished) and req.request_id in self.requests:
+                finished.append(req)                    # (once, if several of it end)
                 del self.requests[req.request_id]
-            self.running = [r for r in self.running if r.seq.status is _RUNNING]
+        if finished:
+            gone = set(map(id, finished))
+            self.running = [r for r in self.running if id(r) not in gone]
         return finished
+
+    def _fork(self, req: Request, parent: Sequence, tokens: list[int]) -> list[Sequence]:
+        """The children of a first sample, sharing every block of the parent."""
+        children = []
+        for token in tokens:
+            child = parent.fork(self._next_seq_id)
+            self._next_seq_id += 1
+            self.block_manager.fork(parent, child)
+            child.append_token_id(token)
+            children.append(child)
+        req.seqs.extend(children)
+        req.is_group = True
+        return children

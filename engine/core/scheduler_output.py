@@ -48,6 +48,9 @@ class SchedulerOutput:
     prefills: prompt / re-prefill chunks, in scheduling order.
     scheduled: all of them as ScheduledSequence, decodes first (built on demand).
     sample_seq_ids: seq ids that sample a token this step; update() wants one each.
+    num_samples: seq_id -> n for the first sample of a request with n > 1
+        sequences (its prompt's last chunk): the sampler draws n tokens there and
+        update() takes them as a list; everywhere else one token (samples_for).
 
     The runner applies blocks_to_swap_out, then blocks_to_swap_in, then
     blocks_to_copy (copy-on-write (src, dst) GPU pairs), and only then runs the
@@ -67,8 +70,28 @@ class SchedulerOutput:
     blocks_to_swap_out: dict[int, int] = field(default_factory=dict)
     blocks_to_copy: list[tuple[int, int]] = field(default_factory=list)
     sample_seq_ids: set[int] = field(default_factory=set)
+    num_samples: dict[int, int] = field(default_factory=dict)
     ignored: list[Request] = field(default_factory=list)
     preempted: list[str] = field(default_factory=list)
+
+    def samples_for(self, seq_id: int) -> int:
+        """Tokens the sampler draws for `seq_id` this step (1 unless num_samples says)."""
+        return self.num_samples.get(seq_id, 1)
+
+    def add(self, req: Request, seq: Sequence, start: int, n: int, remaining: int) -> None:
+        """Put `n` tokens of `seq` from `start` into the step (their slots are in
+        place); remaining: its tokens left to compute, so n == remaining samples."""
+        if n == remaining:
+            self.sample_seq_ids.add(seq.seq_id)
+            if n == 1 and seq.output_token_ids:         # its last sampled token: a decode
+                self.decodes.append(seq)
+                self.decode_requests.append(req)
+                self.decode_starts.append(start)
+                return
+            if req.n > 1 and not req.is_group:          # the first sample: n of them
+                self.num_samples[seq.seq_id] = req.n
+        self.prefills.append(ScheduledSequence(req, seq, start, n, True, n == remaining))
+        self.num_prefill_tokens += n
 
     @property
     def num_decode_tokens(self) -> int:
