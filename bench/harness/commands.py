@@ -185,3 +185,31 @@ def calibrate(args: argparse.Namespace) -> int:
     print(cal.markdown(result), end="")
     print(f"{prog}: wrote {js} (use it with --noise-floors) and {md}", file=sys.stderr)
     return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    """`pagedlm bench history`: a table per device (printed, and --report), --plot the trend."""
+    from bench.harness import history as hist
+    prog = "pagedlm bench history"
+    try:
+        results = args.results or source_tree() / "bench" / "results"
+        by_device = {}
+        texts = []
+        for device, folder in hist.devices(results, args.device).items():
+            points, skipped = hist.collect(folder)
+            by_device[device] = points
+            texts.append(hist.table(device, points, skipped))
+        if not any(by_device.values()):
+            raise HarnessInputError(f"{results}: no pytest-benchmark results for "
+                                    f"{args.device or 'any device'}")
+        text = "\n".join(texts)
+        if args.plot is not None:
+            png = hist.trend(by_device, args.plot)
+            text += f"\n![history]({png.name if args.report is None else png})\n"
+    except (HarnessInputError, ValueError) as exc:
+        return fail(exc, prog)
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(text)
+    print(text, end="")
+    return 0

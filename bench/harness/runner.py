@@ -74,7 +74,8 @@ def run_round(suite: Suite, tree: Path, json_path: Path, progress: Progress | No
     HarnessInputError when pytest fails or writes no JSON: the message names the log."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
     log_path = json_path.with_suffix(".log")
-    run_env = {**os.environ, **(env or {}), "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    run_env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}  # a benchmark runs as written
+    run_env.update(env or {}, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
     if quick:
         run_env["BENCH_QUICK"] = "1"
     cmd = pytest_command(suite, tree, json_path.resolve(), python, extra or [])

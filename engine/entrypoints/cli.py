@@ -12,7 +12,8 @@ import sys
 from typing import NoReturn, Sequence
 
 SUBCOMMANDS: tuple[str, ...] = ("engine.entrypoints.cli_memory", "engine.entrypoints.cli_generate",
-                                 "engine.entrypoints.cli_trace", "engine.entrypoints.cli_bench")
+                                 "engine.entrypoints.cli_trace", "engine.entrypoints.cli_bench",
+                                 "engine.entrypoints.cli_conform")
 
 
 class _Parser(argparse.ArgumentParser):
