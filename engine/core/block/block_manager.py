@@ -57,7 +57,7 @@ class BlockManager:
         self._swap = SwapSpace(num_cpu_blocks)
         self._gpu = BlockPool(num_gpu_blocks, "gpu", self._cache, self._swap.forget_gpu_copies)
         self._cpu = self._swap.cpu
-        # Read-only views for the decode fast path: whether a GPU block has a copy.
+        # Read-only views: whether a GPU block is named by a remembered swap copy.
         self._out_fwd = self._swap.out_links.fwd
         self._in_rev = self._swap.in_links.rev
         self._prefix = PrefixChains(self._cache, block_size)
@@ -157,6 +157,7 @@ class BlockManager:
             blocks += [gpu.allocate() for _ in range(cdiv(len(tokens), bs) - len(hits))]
             table = BlockTable(blocks, len(tokens), True, bs, list(hashes), len(hits),
                                len(hits) * bs)
+            table.own_slots = table.capacity            # the last block is fresh
             self._tables[seq.seq_id] = table
             self._prefix.extend(table, tokens)
 
@@ -217,9 +218,7 @@ class BlockManager:
         nothing for it or those after it, and returns its index (len(seqs) when
         all got their slots). The scheduler gives a step's decodes their slots in
         one call: this loop is the engine's one decode fast path."""
-        tables, refs = self._tables, self._gpu.refs
-        linked = bool(self._out_fwd or self._in_rev)    # only swaps add links
-        chained = self._cache is not None
+        tables, chained = self._tables, self._cache is not None
         for seq in seqs[start:]:
             try:
                 table = tables[seq.seq_id]
@@ -227,12 +226,10 @@ class BlockManager:
                 raise UnknownSequenceError(seq.seq_id) from None
             num_tokens = len(seq.token_ids)
             # The fast path: new tokens that fit the last GPU block, which the
-            # sequence holds alone, so they are written in place.
-            if table.num_tokens < num_tokens <= table.gpu_slots and refs[table.blocks[-1]] == 1:
-                if linked:
-                    self._swap.forget_gpu_copies(table.blocks[-1])
+            # sequence holds alone, so they are written in place (own_slots).
+            if table.num_tokens < num_tokens <= table.own_slots:
                 table.num_tokens = num_tokens
-                if chained and num_tokens == table.gpu_slots and table.chain_open:
+                if chained and num_tokens == table.own_slots and table.chain_open:
                     self._prefix.extend(table, seq.token_ids)
                 continue
             try:
@@ -260,8 +257,11 @@ class BlockManager:
         elif table.num_tokens % self.block_size and num_tokens > table.num_tokens:
             self._swap.forget_gpu_copies(blocks[-1])   # written in place
         if new_blocks:
-            table.add_blocks([self._gpu.allocate() for _ in range(new_blocks)])
+            blocks += [self._gpu.allocate() for _ in range(new_blocks)]
         table.num_tokens = num_tokens
+        last = blocks[-1]
+        table.own_slots = (table.capacity if self._gpu.refs[last] == 1
+                           and last not in self._out_fwd and last not in self._in_rev else 0)
         if self._cache is not None and table.chain_open:
             self._prefix.extend(table, tokens)
         return copies
@@ -276,6 +276,7 @@ class BlockManager:
         pool = self._gpu if table.on_gpu else self._cpu
         for block in table.blocks:
             pool.acquire(block)
+        table.own_slots = 0                             # its last block is shared now
         self._tables[child.seq_id] = table.copy()
 
     def free(self, seq: Sequence) -> None:
