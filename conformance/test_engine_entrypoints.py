@@ -111,3 +111,17 @@ def test_llm_rejects_a_bad_prompt_without_leaving_others(llm):
         llm.generate(["fine", {"prompt_token_ids": [10**7]}], SamplingParams(max_tokens=2),
                      use_tqdm=False)
     assert not llm.llm_engine.has_unfinished_requests()
+
+
+def test_llm_parallel_sampling_with_stop_strings(llm):
+    from engine import SamplingParams
+    params = SamplingParams(n=3, temperature=0.9, seed=2, max_tokens=20, stop=["."])
+    out = llm.generate(["Tell me about Paris"], params, use_tqdm=False)[0]
+    assert sorted(c.index for c in out.outputs) == [0, 1, 2]
+    for c in out.outputs:
+        assert "." not in c.text
+        if c.finish_reason == "stop" and c.stop_reason == ".":
+            assert len(c.token_ids) <= 20
+    again = llm.generate(["Tell me about Paris"], params, use_tqdm=False)[0]
+    assert [c.text for c in again.outputs] == [c.text for c in out.outputs]
+    assert not llm.llm_engine.has_unfinished_requests()

@@ -63,8 +63,7 @@ class RequestState:
         for seq_id, st in sorted(self.texts.items(), key=lambda kv: kv[1].index):
             seq = seqs.get(seq_id)
             tokens = list(seq.output_token_ids) if seq is not None else []
-            reason = st.finish_reason or (self.request.finish_reason
-                                          if self.request.is_finished else None)
+            reason = st.finish_reason or (seq.finish_reason if seq is not None else None)
             stop_reason = st.stop_reason
             if reason == "ignored" and stop_reason is None:
                 stop_reason = self.request.error

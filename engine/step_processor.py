@@ -10,6 +10,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from engine.detokenizer import IncrementalDetokenizer, find_stop, truncate_at_stop
 from engine.observer import (RequestAdded, RequestFinished, StepExecuted, StepScheduled,
                              TokensSampled)
@@ -72,9 +74,6 @@ class StepProcessor:
         if params.n > eng.scheduler_config.max_num_seqs:
             raise ValueError(f"request {request_id!r}: n={params.n} is larger than "
                              f"max_num_seqs={eng.scheduler_config.max_num_seqs}")
-        if params.n > 1:
-            raise ValueError(f"request {request_id!r}: n={params.n}: parallel sampling is "
-                             f"not supported by this engine yet (n must be 1)")
         if params.prompt_logprobs is not None and eng.cache_config.enable_prefix_caching:
             raise ValueError(f"request {request_id!r}: prompt_logprobs needs every prompt "
                              f"token computed; it is not supported with enable_prefix_caching")
@@ -90,13 +89,10 @@ class StepProcessor:
         req = sched.add_request(request_id, ids, max_tokens,
                                 eos_token_ids=eng.eos_token_ids,
                                 stop_token_ids=params.stop_token_ids or (),
-                                ignore_eos=params.ignore_eos)
+                                ignore_eos=params.ignore_eos, n=params.n)
         generator = (make_generator(params.seed, eng.device) if params.seed is not None else None)
         state = RequestState(request_id, text, ids, params, req, generator, stream, arrival_time)
-        for index, seq in enumerate(req.seqs):
-            detok = (IncrementalDetokenizer(eng.tokenizer, ids, params.skip_special_tokens)
-                     if eng.tokenizer is not None else None)
-            state.texts[seq.seq_id] = SequenceText(index, detok, params.logprobs is not None)
+        state.texts[req.seq.seq_id] = self._new_text(state, 0)
         self._states[request_id] = state
         for obs in eng.observers:
             obs.request_added(RequestAdded(request_id, text, ids, params,
@@ -145,10 +141,23 @@ class StepProcessor:
         t2 = clock()
         result = runner.execute(step_in)
         t3 = clock()
-        rows = [self._row(s) for s in step_in.sampling]
-        sampled = self.sampler(result.logits, rows)
+        # A request's first sample with n > 1 draws n tokens from its one logits row.
+        counts = [out.samples_for(s.seq_id) for s in step_in.sampling]
+        logits = result.logits
+        if any(c > 1 for c in counts):
+            repeat = torch.tensor(counts, device=logits.device)
+            logits = logits.repeat_interleave(repeat, dim=0)
+        rows = [row for s, c in zip(step_in.sampling, counts) for row in [self._row(s)] * c]
+        sampled = self.sampler(logits, rows)
         t4 = clock()
-        tokens = {s.seq_id: tok for s, tok in zip(step_in.sampling, sampled.token_ids)}
+        tokens: dict[int, Any] = {}
+        drawn = iter(zip(sampled.token_ids, sampled.logprobs))
+        per_seq = []                    # (ScheduledSequence, [(token, logprobs)] in sample order)
+        for s, c in zip(step_in.sampling, counts):
+            picks = [next(drawn) for _ in range(c)]
+            per_seq.append((s, picks))
+            tokens[s.seq_id] = picks[0][0] if c == 1 and s.seq_id not in out.num_samples else [
+                t for t, _ in picks]
         finished = sched.update(out, tokens)
         t5 = clock()
         if eng.observers:
@@ -159,7 +168,7 @@ class StepProcessor:
                                                md.slot_mapping.tolist(), t3 - t2))
         if result.prompt_logits is not None:
             self._prompt_logprobs(step_in, result.prompt_logits)
-        changed = self._process_samples(step_no, step_in.sampling, sampled, time.monotonic())
+        changed = self._process_samples(step_no, per_seq, time.monotonic())
         finished_ids = {r.request_id for r in finished}
         for rid in changed:
             state = self._states.get(rid)
@@ -246,55 +255,63 @@ class StepProcessor:
             for entry in compute_logprobs(rows, targets, [k] * len(targets)):
                 state.prompt_logprobs.append(self._position(entry))
 
-    def _process_samples(self, step_no: int, sampling: list, sampled: Any,
-                         now: float) -> list[str]:
+    def _process_samples(self, step_no: int, per_seq: list, now: float) -> list[str]:
         """Text, logprobs and stop strings of the sampled tokens; returns the ids
-        of the requests that changed, in order."""
+        of the requests that changed, in order. A first sample of n went to the
+        request's sequences 0..n-1 (the parent and its new children)."""
         eng = self.engine
         changed: dict[str, None] = {}
         events = []
-        for s, token, lp in zip(sampling, sampled.token_ids, sampled.logprobs):
+        for s, picks in per_seq:
             rid = s.request.request_id
             state = self._states.get(rid)
             if state is None:
                 continue
-            st = state.texts[s.seq_id]
-            state.note_token(now)
-            eng.stats["generation_tokens"] += 1
-            if lp is not None and st.logprobs is not None:
-                st.logprobs.append(self._position(lp))
-                st.cumulative_logprob += lp.logprob
-            delta = self._text_delta(state, st, s, token)
+            seqs = state.request.seqs[:len(picks)] if len(picks) > 1 else [s.seq]
+            for seq, (token, lp) in zip(seqs, picks):
+                st = state.texts.get(seq.seq_id)
+                if st is None:                          # a child forked this step
+                    st = state.texts[seq.seq_id] = self._new_text(state, len(state.texts))
+                state.note_token(now)
+                eng.stats["generation_tokens"] += 1
+                if lp is not None and st.logprobs is not None:
+                    st.logprobs.append(self._position(lp))
+                    st.cumulative_logprob += lp.logprob
+                delta = self._text_delta(state, st, seq, token)
+                if eng.observers:
+                    events.append((rid, seq.seq_id, token, delta))
             changed[rid] = None
-            if eng.observers:
-                events.append((rid, s.seq_id, token, delta))
         if events:
             for obs in eng.observers:
                 obs.tokens_sampled(TokensSampled(step_no, events))
         return list(changed)
 
-    def _text_delta(self, state: RequestState, st: SequenceText, s: Any, token: int) -> str:
+    def _new_text(self, state: RequestState, index: int) -> SequenceText:
+        tok = self.engine.tokenizer
+        detok = (IncrementalDetokenizer(tok, state.prompt_token_ids, state.params.skip_special_tokens)
+                 if tok is not None else None)
+        return SequenceText(index, detok, state.params.logprobs is not None)
+
+    def _text_delta(self, state: RequestState, st: SequenceText, seq: Any, token: int) -> str:
         """Append the token's text; finish the sequence at a stop string."""
-        params, req = state.params, state.request
-        if st.detokenizer is None:
-            return ""
-        stopped_by_token = (req.is_finished and req.finish_reason == "stop"
-                            and token in (params.stop_token_ids or ()))
-        if stopped_by_token:
+        params = state.params
+        done = seq.status.is_finished
+        if done and seq.finish_reason == "stop" and token in (params.stop_token_ids or ()):
             st.stop_reason = token
             if not params.include_stop_str_in_output:
                 return ""
+        if st.detokenizer is None:
+            return ""
         delta = st.detokenizer.append(token)
-        if req.is_finished:
+        if done:
             delta += st.detokenizer.flush()
         before = len(st.text)
         st.text += delta
-        if params.stop and len(s.seq.output_token_ids) >= params.min_tokens:
+        if params.stop and len(seq.output_token_ids) >= params.min_tokens:
             match = find_stop(st.text, len(delta), params.stop)
             if match is not None:
                 st.text = truncate_at_stop(st.text, match, params.include_stop_str_in_output)
                 st.finish_reason, st.stop_reason = "stop", match[1]
-                if not req.is_finished:
-                    self.engine.scheduler.abort(req.request_id)
+                if not done:
+                    self.engine.scheduler.finish_sequence(state.request_id, seq.seq_id)
         return st.text[before:]
-

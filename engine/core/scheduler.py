@@ -145,6 +145,28 @@ class Scheduler:
             seq.status = SequenceStatus.FINISHED_ABORTED
         return True
 
+    def finish_sequence(self, request_id: str, seq_id: int) -> bool:
+        """Finish one live sequence of a running request as FINISHED_STOPPED (the
+        engine found a stop string in its text) and free its blocks; the request
+        finishes with its last live sequence. Between steps only, as abort().
+        Returns True when the request is now finished; ValueError for an unknown
+        request or a sequence that is not one of its live ones."""
+        req = self.requests.get(request_id)
+        live = req.live_seqs() if req is not None else []
+        seq = next((s for s in live if s.seq_id == seq_id), None)
+        if seq is None:
+            raise ValueError(f"finish_sequence: request {request_id!r} has no live sequence {seq_id}")
+        if req.status is not _RUNNING:
+            raise ValueError(f"finish_sequence: request {request_id!r} is not running")
+        if len(live) == 1:
+            self.abort(request_id)
+            seq.status = SequenceStatus.FINISHED_STOPPED
+            return True
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.FINISHED_STOPPED
+        self._num_running_seqs -= 1
+        return False
+
     def has_unfinished(self) -> bool:
         return bool(self.requests) or bool(self._ignored)
 
