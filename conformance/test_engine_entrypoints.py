@@ -1,4 +1,4 @@
-"""The user-facing entry points on the real SmolLM2: the seed's integration project
+"""The user-facing entry points on the real SmolLM2: the integration project
 (examples/trace_request.py, only its import line and model name changed), the
 `pagedlm trace` and `pagedlm generate` commands, and LLM.generate/chat."""
 from __future__ import annotations

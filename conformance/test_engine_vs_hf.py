@@ -113,7 +113,7 @@ def test_dummy_greedy_and_prompt_logprobs_equal_hf(tmp_path, config):
 
 
 def test_opt_125m_preset_dummy_equals_hf():
-    """The seed's model, with dummy weights of its real config."""
+    """OPT-125m, with dummy weights of its real config."""
     engine = make_engine("opt-125m", num_gpu_blocks=64)
     hf_config = engine.model_config
     hf = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32).eval()

@@ -1,5 +1,5 @@
 """LLMEngine: add_request / step / abort_request over the scheduler, the model
-runner and the sampler — the seed's three phases, schedule -> execute -> process.
+runner and the sampler, in three phases: schedule -> execute -> process.
 
 One step: `Scheduler.schedule()` picks the work; the runner applies the block
 moves and runs the model over the flat batch; the sampler turns the logits rows

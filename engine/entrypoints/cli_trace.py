@@ -1,5 +1,5 @@
 """`pagedlm trace "prompt"`: follow one request through every layer of the engine,
-from real engine events (the seed's integration project, as a tool)."""
+from real engine events (examples/trace_request.py's integration project, as a tool)."""
 from __future__ import annotations
 
 import argparse

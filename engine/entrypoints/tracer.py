@@ -1,8 +1,8 @@
-"""The request tracer: the seed's integration project, fed by real engine events.
+"""The request tracer: examples/trace_request.py's layers, fed by real engine events.
 
 `RequestTracer` subscribes to an LLMEngine and records every event as a plain
 dict (the `--json` output); `format_trace` renders those records as the layers
-the seed's tracer prints (API call, tokenisation, request creation, scheduling,
+that script's tracer prints (API call, tokenisation, request creation, scheduling,
 block tables, execution, sampling, sequence updates, completion).
 """
 from __future__ import annotations
