@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.core import kv_memory
+
 _KV_DTYPES = {"fp8": torch.float8_e4m3fn, "fp8_e4m3": torch.float8_e4m3fn, "int8": torch.int8}
 
 
@@ -41,10 +43,11 @@ class CacheShape:
 
     @property
     def bytes_per_block(self) -> int:
-        """Bytes one block takes over all layers, scales included."""
+        """Bytes one block takes over all layers, scales included (engine.core.kv_memory)."""
         elem = torch.empty((), dtype=self.dtype).element_size()
-        per_token_head = 2 * (self.head_dim * elem + (4 if is_quantized(self.dtype) else 0))
-        return self.num_layers * self.block_size * self.num_kv_heads * per_token_head
+        scales = kv_memory.scale_bytes("int8") if is_quantized(self.dtype) else 0
+        return kv_memory.block_bytes(self.block_size, self.num_layers, self.num_kv_heads,
+                                     self.head_dim, elem, scales)
 
 
 class KVCache:
