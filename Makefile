@@ -23,11 +23,11 @@ run: setup
 	$(BIN)/python examples/offline_inference.py
 
 # The import contracts (pyproject.toml), then the CPU conformance suite (Triton kernels
-# through the interpreter), as CI runs it.
+# through the interpreter), as CI runs it. One OpenMP thread per xdist worker: two
+# workers with two threads each on two cores spin-wait on each other (a small matmul
+# took 10x longer, measured on the 2-core machines).
 test: setup
 	$(BIN)/lint-imports --no-cache
-	# One thread per xdist worker: two workers with two OpenMP threads each on two cores
-	# spin-wait on each other (a small matmul took 10x longer, measured here).
 	OMP_NUM_THREADS=1 HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest conformance -m "not gpu" -q -p no:cacheprovider -n auto
 
 # CPU benchmarks (scheduler, prefix cache); GPU kernel benchmarks run in gpu-test.
