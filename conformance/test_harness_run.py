@@ -44,6 +44,11 @@ def test_fingerprint_is_json_and_digest_is_order_sensitive() -> None:
 
 
 def test_skipped_suites_are_recorded_with_their_reason(tmp_path, monkeypatch, capsys) -> None:
+    tree = tmp_path / "tree"   # a checkout with kernel benchmarks and no engine ones
+    (tree / "bench").mkdir(parents=True)
+    for name in ("conftest.py", "bench_kernels_decode.py"):
+        (tree / "bench" / name).write_text("")
+    monkeypatch.setattr(commands, "source_tree", lambda: tree)
     monkeypatch.setattr(commands, "probe_cuda", lambda: False)
     assert pagedlm(["bench", "run", "--suite", "kernels", "--out", str(tmp_path)]) == 0
     assert pagedlm(["bench", "run", "--suite", "engine", "--out", str(tmp_path / "e")]) == 0

@@ -34,7 +34,7 @@ def _commit_of(path: Path, doc: dict, top: Path) -> tuple[str, str]:
         if machine.is_file():
             match = COMMIT_LINE.search(machine.read_text(errors="replace"))
             if match:
-                return match.group(1)[:10], (doc.get("commit_info") or {}).get("time") or doc.get("datetime", "")
+                return match.group(1)[:10], doc.get("datetime", "")  # commit_info names another tree
             break
     info = doc.get("commit_info") or {}
     commit = (info.get("id") or "unknown")[:10] + ("+dirty" if info.get("dirty") else "")

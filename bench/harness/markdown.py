@@ -24,7 +24,7 @@ def _pct(x: float | None) -> str:
 
 
 def _p(x: float | None) -> str:
-    return "–" if x is None else f"{x:.2g}"
+    return "–" if x is None else f"{x:.3g}"
 
 
 def _row(v: Verdict) -> str:
