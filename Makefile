@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: setup run test bench gpu-test gpu-memcheck clean
+.PHONY: setup run test bench bench-gate conform gpu-test gpu-memcheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ test: setup
 # CPU benchmarks (scheduler, prefix cache); GPU kernel benchmarks run in gpu-test.
 bench: setup
 	$(BIN)/python -m pytest bench -m "not gpu" --benchmark-only -q -s
+
+# The scheduler-suite regression gate against the parent commit (as .ci/run runs it).
+bench-gate: setup
+	$(BIN)/python -m engine.entrypoints.cli bench gate --base HEAD~1 --suite scheduler --rounds 5 --quick
+
+# The conformance suite with its matrix report (pagedlm conform --help).
+conform: setup
+	$(BIN)/python -m engine.entrypoints.cli conform
 
 # On a CUDA machine: GPU conformance at full sizes + kernel benchmarks, all under $(OUT).
 gpu-test:

@@ -64,6 +64,7 @@ class Progress:
 def pytest_command(suite: Suite, tree: Path, json_path: Path, python: str, extra: list[str]) -> list[str]:
     files = [str(p) for p in suite.paths(tree)]
     return [python, "-m", "pytest", *files, *suite.pytest_args, "-v", "-p", "no:cacheprovider",
+            "-p", "no:xdist",
             "--benchmark-only", "--benchmark-save-data", f"--benchmark-json={json_path}", *extra]
 
 
@@ -74,7 +75,11 @@ def run_round(suite: Suite, tree: Path, json_path: Path, progress: Progress | No
     HarnessInputError when pytest fails or writes no JSON: the message names the log."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
     log_path = json_path.with_suffix(".log")
-    run_env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}  # a benchmark runs as written
+    # A benchmark runs as written: no inherited pytest options, and none of the markers
+    # of an xdist worker (run from inside `pytest -n`, pytest-benchmark would see xdist
+    # and disable itself: "Can't have both --benchmark-only and --benchmark-disable").
+    run_env = {k: v for k, v in os.environ.items()
+               if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST")}
     run_env.update(env or {}, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
     if quick:
         run_env["BENCH_QUICK"] = "1"
