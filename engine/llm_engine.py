@@ -58,7 +58,7 @@ class LLMEngine:
         self._in_step = False
         self._step_no = 0
         self.stats = {"steps": 0, "prompt_tokens": 0, "generation_tokens": 0,
-                      "preemptions": 0, "prefix_cache_queries": 0, "prefix_cache_hits": 0}
+                      "prefix_cache_queries": 0, "prefix_cache_hits": 0}
         self._processor = StepProcessor(self, parts.sampler)
 
     @classmethod

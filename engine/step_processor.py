@@ -68,7 +68,8 @@ class StepProcessor:
         if not isinstance(params, SamplingParams):
             raise ValueError(f"request {request_id!r}: params must be SamplingParams, got "
                              f"{type(params).__name__}")
-        if request_id in sched.requests or request_id in self._live_states():
+        # _states holds exactly the requests not yet reported finished (ignored ones too).
+        if request_id in sched.requests or request_id in self._states:
             raise ValueError(f"request_id {request_id!r} is already live")
         text, ids = self._prompt_ids(request_id, prompt)
         if params.n > eng.scheduler_config.max_num_seqs:
@@ -102,9 +103,6 @@ class StepProcessor:
     def _states(self) -> dict[str, RequestState]:
         return self.engine._states
 
-    def _live_states(self) -> dict[str, RequestState]:
-        return {rid: st for rid, st in self._states.items() if not st.finished}
-
     def abort(self, request_id: str) -> bool:
         state = self._states.get(request_id)
         if state is None or not self.engine.scheduler.abort(request_id):
@@ -129,7 +127,6 @@ class StepProcessor:
                 outputs.append(state.output())
         scheduled = out.scheduled
         self._note_scheduled(scheduled, now)
-        eng.stats["preemptions"] += len(out.preempted)
         if eng.observers:
             self._emit_scheduled(step_no, out, scheduled)
         runner = eng.runner
