@@ -2,10 +2,14 @@
 problem through FlexAttention (paged) and gather + SDPA in the same test.
 
 Grid: batch {1, 8, 64, 256} x context {512, 4096, 16384} x (Hq, Hkv, D) in
-{(32, 8, 128), (32, 32, 128), (9, 3, 64)}, block 16, bf16; plus fp8 and int8
-caches at the headline shape (B=64, L=4096, 32/8/128).
+{(32, 8, 128), (32, 32, 128), (9, 3, 64)}, block 16, bf16; B=256 L=1024 at
+32/8/128; fp8 and int8 caches at the headline shape (B=64, L=4096, 32/8/128).
+FlashInfer (bench/peer_flashinfer.py) reads the same cache tensor: its CUDA-core
+and tensor-core fa2 decode on every bf16 and fp8 row, fa3 at the headline shape.
 Environment: BENCH_QUICK=1 runs a subset; BENCH_FLEX=all|headline|none picks
-where the FlexAttention peer runs (each new shape family costs compilations).
+where the FlexAttention peer runs (each new shape family costs compilations);
+BENCH_FLASHINFER=all|headline|none the same for FlashInfer (JIT builds per head
+dim and dtype).
 """
 from __future__ import annotations
 
@@ -28,7 +32,9 @@ CONTEXTS = (512, 4096, 16384)
 SHAPES = ((32, 8, 128), (32, 32, 128), (9, 3, 64))
 HEADLINE = (64, 4096, (32, 8, 128))
 MAX_CACHE_BYTES = 60e9  # leaves room on an 80 GB card for the gather peer's copy
-QUICK = {(1, 16384), (8, 4096), (64, 4096), (256, 512)}
+QUICK = {(1, 16384), (1, 4096), (8, 4096), (64, 4096), (256, 512)}
+# Beyond the grid, at the headline heads: where FlashInfer fa2 led ours (B=256 L=1024).
+EXTRA = [(256, 1024)]
 FLEX_PAGE = 128  # flex's own paged layout at the page size its tiles like (torch's helper default)
 DTYPES = cache_dtypes("bf16", "fp8", "int8")
 
@@ -53,6 +59,7 @@ def _cases() -> list:
                     marks = pytest.mark.skip(reason=f"cache of {size / 1e9:.1f} GB > {MAX_CACHE_BYTES / 1e9:.0f} GB "
                                              "(no room for it and the gather peer on an 80 GB card)")
                 cases.append(pytest.param(("bf16", batch, context, shape), marks=marks))
+    cases += [pytest.param(("bf16", batch, context, HEADLINE[2])) for batch, context in EXTRA]
     for dtype in ("fp8", "int8"):
         cases.append(pytest.param((dtype, *HEADLINE)))
     return cases
@@ -72,6 +79,35 @@ def _flex_wanted(case: tuple) -> str | None:
     if mode == "none" or (mode == "headline" and shape != HEADLINE[2]):
         return f"skipped by BENCH_FLEX={mode} (compile time)"
     return None
+
+
+def _flashinfer_settings(case: tuple) -> tuple[tuple[str, ...], str | None]:
+    """FlashInfer's decode settings for this case, and why the others do not run."""
+    dtype, batch, context, shape = case
+    mode = os.environ.get("BENCH_FLASHINFER", "all")
+    if dtype == "int8":
+        return (), "FlashInfer takes no int8 KV cache"
+    headline = (batch, context, shape) == HEADLINE
+    if mode == "none" or (mode == "headline" and not headline):
+        return (), f"skipped by BENCH_FLASHINFER={mode} (JIT build time)"
+    if dtype == "bf16" and headline:
+        return ("cuda_core", "fa2", "fa3"), None
+    return ("cuda_core", "fa2"), "fa3 only at the headline shape (3-5x slower for decode; ~100 s per build)"
+
+
+def _time_flashinfer(p, dtype: str, case: tuple, ours, ref, gpu_timer, ws, info: dict) -> None:
+    """FlashInfer's settings on our cache tensor. fp8: per-tensor scale 1 (it has no
+    per-token scales), so it is checked against attention over the raw fp8 values."""
+    from bench.peer_flashinfer import decode_fn, time_settings
+    from bench.peers import gather_sdpa_decode
+    settings, info["flashinfer_settings_note"] = _flashinfer_settings(case)
+    if not settings:
+        return
+    if dtype == "fp8":
+        ref = gather_sdpa_decode(p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale, p.context,
+                                 None, uniform=True)
+    time_settings(lambda s: decode_fn(ws, p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale, s),
+                  settings, ref, ours, gpu_timer, check_close, info)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +149,8 @@ def _time_flex(p, ref, attend, gpu_timer, info: dict, page_size: int | None, pre
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", _cases(), ids=_case_id)
-def test_paged_decode(case, benchmark, ceilings, gpu_timer, write_flush_timer, flex_attend, bench_deadline) -> None:
+def test_paged_decode(case, benchmark, ceilings, gpu_timer, write_flush_timer, flex_attend, flashinfer_workspace,
+                      bench_deadline) -> None:
     from bench.ours import decode_call
     from bench.peers import gather_sdpa_decode
     bench_deadline()
@@ -154,6 +191,7 @@ def test_paged_decode(case, benchmark, ceilings, gpu_timer, write_flush_timer, f
                                                                      None, "flex_inplace_"))
     info.update(peer_gather.summary("gather_"))
     del info["gather_samples_s"]
+    _time_flashinfer(p, dtype, case, ours, ref, gpu_timer, flashinfer_workspace, info)
 
     nbytes = p.bytes_moved()
     gbps = nbytes / ours.median / 1e9
@@ -175,4 +213,6 @@ def test_paged_decode(case, benchmark, ceilings, gpu_timer, write_flush_timer, f
         if dtype != "bf16" else ""
     print(f"\ndecode {_case_id(case)}: {ours.median * 1e6:.1f} us, {gbps:.0f} GB/s = "
           f"{info['pct_read_ceiling']:.1f}% of read ceiling; {fmt_ratio(info['speedup_vs_flex'], 'FlexAttention')}, "
-          f"{fmt_ratio(info['speedup_vs_gather'], 'gather+SDPA')}{extra} [{ours.mode}]")
+          f"{fmt_ratio(info['speedup_vs_gather'], 'gather+SDPA')}, "
+          f"{fmt_ratio(info.get('speedup_vs_flashinfer'), 'FlashInfer ' + str(info.get('flashinfer_best')))}"
+          f"{extra} [{ours.mode}]")

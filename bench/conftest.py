@@ -212,3 +212,11 @@ def bench_deadline() -> Callable[[], None]:
             pytest.skip(f"benchmark time budget BENCH_BUDGET_S={budget:.0f}s spent")
     return check
 
+
+
+@pytest.fixture(scope="session")
+def flashinfer_workspace():
+    """FlashInfer's float workspace for the session, or None where it cannot run
+    (the benchmarks then record bench.peer_flashinfer.unavailable_reason())."""
+    from bench.peer_flashinfer import unavailable_reason, workspace
+    return None if unavailable_reason() else workspace("cuda")

@@ -200,3 +200,11 @@ def sdpa_flash_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale:
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
                                               enable_gqa=q.shape[1] != k.shape[1])
+
+
+def sdpa_extend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Queries [B, H, Q, D] that are the last Q of the L keys [B, H, L, D]: causal aligned
+    to the end (lower right), through SDPA's own choice of kernel for that bias."""
+    from torch.nn.attention.bias import causal_lower_right
+    bias = causal_lower_right(q.shape[2], k.shape[2])
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)

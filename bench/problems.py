@@ -11,7 +11,7 @@ quantised caches are filled block-chunk by block-chunk through
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -96,8 +96,12 @@ class PrefillProblem:
     scale: float
 
     def causal_flops(self) -> float:
-        b, h, seq, d = self.q.shape
-        return 2 * 2 * b * h * seq * seq * d / 2
+        """QK^T and PV over the causal pairs, as FLOP counts usually quote them: L * L / 2
+        pairs for a prefill; for an extend (queries the last Q of L tokens), Q * (L - Q)
+        + Q * Q / 2."""
+        b, h, q_len, d = self.q.shape
+        kv_len = self.k.shape[2]
+        return 2 * 2 * b * h * d * (q_len * (kv_len - q_len) + q_len * q_len / 2)
 
 
 def prefill_problem(batch: int, seq_len: int, num_heads: int, num_kv_heads: int, head_dim: int,
@@ -121,6 +125,21 @@ def prefill_problem(batch: int, seq_len: int, num_heads: int, num_kv_heads: int,
     starts = torch.arange(0, batch + 1, device=device, dtype=torch.int32) * seq_len
     lens = torch.full((batch,), seq_len, dtype=torch.int32, device=device)
     return PrefillProblem(q, k, v, query, kv_cache, block_tables, starts, lens, head_dim ** -0.5)
+
+
+def extend_problem(batch: int, new_tokens: int, cached: int, num_heads: int, num_kv_heads: int,
+                   head_dim: int, dtype: torch.dtype = torch.bfloat16, block_size: int = 16,
+                   device: torch.device | str = "cuda", seed: int = 0) -> PrefillProblem:
+    """`new_tokens` queries per sequence over `cached` tokens already in the cache (and
+    their own): the prefill problem of cached + new tokens with only the last queries."""
+    if new_tokens < 1 or cached < 0:
+        raise ValueError(f"new_tokens must be >= 1 and cached >= 0, got {new_tokens}, {cached}")
+    full = prefill_problem(batch, cached + new_tokens, num_heads, num_kv_heads, head_dim, dtype, block_size,
+                           device, seed)
+    q = full.q[:, :, cached:].contiguous()
+    query = q.transpose(1, 2).reshape(batch * new_tokens, num_heads, head_dim).contiguous()
+    starts = torch.arange(0, batch + 1, device=device, dtype=torch.int32) * new_tokens
+    return replace(full, q=q, query=query, query_start_loc=starts)
 
 
 @dataclass

@@ -56,9 +56,12 @@ def decode_table(records: list[Record]) -> str:
         DTYPE_ORDER.get(i["cache_dtype"], 9), -i["num_heads"], i["num_kv_heads"], i["batch"], i["context"]))
     rows = [[_shape(i), i["cache_dtype"], str(i["batch"]), str(i["context"]), _num(i["median_s"] * 1e6, ".1f"),
              _num(i["gbps"], ".0f"), _num(i["pct_read_ceiling"], ".1f"), _x(i.get("speedup_vs_flex")),
-             _x(i.get("speedup_vs_gather")), _x(i.get("speedup_vs_bf16")), i.get("timing", "")] for i in infos]
+             _x(i.get("speedup_vs_gather")), _x(i.get("speedup_vs_flashinfer_cuda_core")),
+             _x(i.get("speedup_vs_flashinfer_fa2")), _x(i.get("speedup_vs_flashinfer_fa3")),
+             _x(i.get("speedup_vs_bf16")), i.get("timing", "")] for i in infos]
     text = table(["Hq/Hkv/D", "cache", "B", "L", "µs", "GB/s", "% read ceiling", "vs Flex paged",
-                  "vs gather+SDPA", "vs our bf16", "timing"], rows)
+                  "vs gather+SDPA", "vs FlashInfer", "vs FlashInfer fa2", "vs FlashInfer fa3", "vs our bf16",
+                  "timing"], rows)
     # Rows where flex was wanted but did not run (its compiler failed): say so under the table.
     failed = [f"- {_shape(i)} B={i['batch']} L={i['context']}: {i['flex_note']}" for i in infos
               if i.get("flex_note") and "failed" in i["flex_note"]]
@@ -75,12 +78,16 @@ def flex_pct_read_ceiling(info: dict) -> float | None:
 
 
 def prefill_table(records: list[Record]) -> str:
-    infos = sorted(of_kind(records, "prefill"), key=lambda i: (-i["num_kv_heads"], i["seq_len"]))
-    rows = [[_shape(i), str(i["batch"]), str(i["seq_len"]), _num(i["median_s"] * 1e3, ".3f"),
-             _num(i["tflops"], ".0f"), _num(i["pct_matmul_ceiling"], ".1f"), _num(i.get("sdpa_tflops"), ".0f"),
-             _x(i.get("speedup_vs_sdpa")), i.get("timing", "")] for i in infos]
-    return table(["Hq/Hkv/D", "B", "L", "ms", "TFLOP/s", "% matmul ceiling", "SDPA flash TFLOP/s",
-                  "vs SDPA flash", "timing"], rows)
+    """Prefill and extend rows (an extend's L is its whole context, Q its new tokens)."""
+    infos = sorted(of_kind(records, "prefill") + of_kind(records, "extend"),
+                   key=lambda i: (i["kind"], -i["num_kv_heads"], i["seq_len"]))
+    rows = [[i["kind"], _shape(i), str(i["batch"]), str(i["seq_len"]), str(i.get("new_tokens", i["seq_len"])),
+             _num(i["median_s"] * 1e3, ".3f"), _num(i["tflops"], ".0f"), _num(i["pct_matmul_ceiling"], ".1f"),
+             _num(i.get("sdpa_tflops"), ".0f"), _x(i.get("speedup_vs_sdpa")),
+             _num(i.get("flashinfer_fa3_tflops"), ".0f"), _x(i.get("speedup_vs_flashinfer_fa3")),
+             _x(i.get("speedup_vs_flashinfer_fa2")), i.get("timing", "")] for i in infos]
+    return table(["kind", "Hq/Hkv/D", "B", "L", "Q", "ms", "TFLOP/s", "% matmul ceiling", "SDPA TFLOP/s",
+                  "vs SDPA", "FlashInfer fa3 TFLOP/s", "vs FlashInfer fa3", "vs FlashInfer fa2", "timing"], rows)
 
 
 def write_table(records: list[Record]) -> str:
@@ -118,6 +125,25 @@ GOALS = [
     ("prefill B=4 L=4096 32/8/128 ≥ 0.8× SDPA flash",
      _pick("prefill", batch=4, seq_len=4096, **HEAD), "speedup_vs_sdpa", 0.8, "{:.3f}×"),
     ("write_kv bf16 ≥ 75% of copy ceiling", _pick("write", cache_dtype="bf16"), "pct_copy_ceiling", 75.0, "{:.1f}%"),
+    # Against FlashInfer, measured in the same run (the kernels issue's goals).
+    *[(f"prefill B=4 L={seq} 32/{hkv}/128 ≥ FlashInfer fa3",
+       _pick("prefill", batch=4, seq_len=seq, num_heads=32, num_kv_heads=hkv, head_dim=128),
+       "speedup_vs_flashinfer_fa3", 1.0, "{:.3f}×") for hkv in (32, 8) for seq in (1024, 4096)],
+    ("extend Q=512 over 3584 cached 32/8/128 ≥ FlashInfer fa3",
+     _pick("extend", batch=4, seq_len=4096, **HEAD), "speedup_vs_flashinfer_fa3", 1.0, "{:.3f}×"),
+    ("decode fp8 B=64 L=4096 ≥ 1.8× our bf16",
+     _pick("decode", cache_dtype="fp8", batch=64, context=4096, **HEAD), "speedup_vs_bf16", 1.8, "{:.2f}×"),
+    ("decode int8 B=64 L=4096 ≥ 1.8× our bf16",
+     _pick("decode", cache_dtype="int8", batch=64, context=4096, **HEAD), "speedup_vs_bf16", 1.8, "{:.2f}×"),
+    ("decode B=8 L=4096 ≥ 80% of read ceiling",
+     _pick("decode", cache_dtype="bf16", batch=8, context=4096, **HEAD), "pct_read_ceiling", 80.0, "{:.1f}%"),
+    ("decode B=1 L=4096 ≥ 40% of read ceiling",
+     _pick("decode", cache_dtype="bf16", batch=1, context=4096, **HEAD), "pct_read_ceiling", 40.0, "{:.1f}%"),
+    ("decode B=256 L=1024 ≥ 90% of read ceiling",
+     _pick("decode", cache_dtype="bf16", batch=256, context=1024, **HEAD), "pct_read_ceiling", 90.0, "{:.1f}%"),
+    ("decode B=256 L=1024 ≥ FlashInfer fa2",
+     _pick("decode", cache_dtype="bf16", batch=256, context=1024, **HEAD), "speedup_vs_flashinfer_fa2", 1.0,
+     "{:.3f}×"),
 ]
 
 

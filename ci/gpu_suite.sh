@@ -3,7 +3,8 @@
 # pass over every kernel, the kernel benchmarks and their report, all written
 # straight into one output folder (8 files at most, none in sub-folders):
 #   machine.txt conformance.xml sanitizer.txt bench_decode.json bench_prefill.json
-#   bench_write.json report.md log.txt
+#   bench_write.json report.md log.txt, and with FlashInfer's wheels carried
+#   flashinfer_build.txt flashinfer_modules.tar.gz
 # The whole run keeps to SUITE_BUDGET_S (default 570 s on an H100): each step gets a
 # cap that leaves the later steps their reserve, and prints timestamps.
 set -uo pipefail
@@ -46,7 +47,7 @@ profile=gpu; [ "$quick" = 1 ] && profile=ci && export BENCH_QUICK=1
 want_conformance=${WANT_CONFORMANCE_S:-300} want_sanitizer=60   # [181-209 s for 192 tests with 8 workers, 31]
 # decode: one flex compile per batch and head shape. When the two steps do not fit one
 # budget, run --tests-only and --bench-only separately.
-want_decode=${WANT_DECODE_S:-240} want_prefill=25 want_write=20     # [73-128, 8-13, 5-12]
+want_decode=${WANT_DECODE_S:-240} want_prefill=${WANT_PREFILL_S:-60} want_write=20     # [73-128, 8-13, 5-12]
 bench_reserve=$(( bench ? want_decode + want_prefill + want_write + 15 : 0 ))
 status=0
 declare -a summary
@@ -85,6 +86,22 @@ stamp "gpu suite: out=$out_dir quick=$quick tests=$tests bench=$bench budget=${b
 } > "$out_dir/machine.txt" 2>&1
 stamp "machine: $(grep -m1 'Product Name' "$out_dir/machine.txt" | sed 's/.*: //')"
 
+# FlashInfer, the kernel benchmarks' peer: installed from carried wheels (.whl/, see
+# ../shared/peers/flashinfer.md) when present; its JIT modules build in the background
+# while the conformance runs (modules a previous run exported come from
+# .cache/flashinfer_modules.tar.gz). Without the wheels the benchmarks record why.
+fi_pid=""
+if [ "$bench" = 1 ] && compgen -G ".whl/flashinfer_python-*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/fi_site .whl/*.whl \
+    && export PYTHONPATH="/tmp/fi_site${PYTHONPATH:+:$PYTHONPATH}"
+  export FLASHINFER_CUDA_ARCH_LIST=9.0a FLASHINFER_WORKSPACE_BASE="${FLASHINFER_WORKSPACE_BASE:-/tmp/fi_ws}"
+  prebuilt=(); [ -f .cache/flashinfer_modules.tar.gz ] && prebuilt=(--import .cache/flashinfer_modules.tar.gz)
+  stamp "start FlashInfer module builds (background, log flashinfer_build.txt)"
+  "$PY" -m bench.flashinfer_prebuild "${prebuilt[@]}" --export "$out_dir/flashinfer_modules.tar.gz" \
+    > "$out_dir/flashinfer_build.txt" 2>&1 &
+  fi_pid=$!
+fi
+
 if [ "$tests" = 1 ]; then
   # The GPU subset: the kernel tests (marked `kernel` by conformance/conftest.py; on a
   # GPU they run at full size) and anything marked `gpu`. Their time goes mostly to
@@ -118,6 +135,10 @@ if [ "$tests" = 1 ]; then
 fi
 
 if [ "$bench" = 1 ]; then
+  if [ -n "$fi_pid" ]; then
+    stamp "waiting for the FlashInfer builds"
+    wait "$fi_pid"; stamp "FlashInfer builds: exit $? ($(tail -n 1 "$out_dir/flashinfer_build.txt"))"
+  fi
   for part in decode:$want_decode:$(( want_prefill + want_write + 15 )) prefill:$want_prefill:$(( want_write + 15 )) \
               write:$want_write:15; do
     IFS=: read -r name want reserve <<< "$part"

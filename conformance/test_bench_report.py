@@ -22,13 +22,14 @@ def _decode(dtype: str, batch: int, median_s: float, pct: float, **extra) -> dic
 def _doc() -> dict:
     benches = [
         _decode("bf16", 64, 3.4e-4, 93.4, speedup_vs_flex=1.8, speedup_vs_gather=5.1, speedup_vs_flex_inplace=9.5,
-                flex_kernel="flex decoding"),
+                flex_kernel="flex decoding", speedup_vs_flashinfer_cuda_core=1.3, speedup_vs_flashinfer_fa2=1.03),
         _decode("bf16", 8, 6.0e-5, 61.2, speedup_vs_flex=1.2, speedup_vs_gather=3.0),
         _decode("fp8", 64, 1.8e-4, 90.0, speedup_vs_bf16=1.9, byte_ratio_vs_bf16=1.94),
         {"name": "test_paged_prefill[L4096]", "extra_info": {
             "kind": "prefill", "batch": 4, "seq_len": 4096, "num_heads": 32, "num_kv_heads": 32, "head_dim": 128,
             "median_s": 2.2e-3, "tflops": 250.0, "pct_matmul_ceiling": 31.7, "sdpa_tflops": 313.0,
-            "speedup_vs_sdpa": 0.7987, "timing": "cuda-graph", **CEIL}},
+            "speedup_vs_sdpa": 0.7987, "flashinfer_fa3_tflops": 500.0, "speedup_vs_flashinfer_fa3": 0.5,
+            "timing": "cuda-graph", **CEIL}},
         {"name": "test_write_kv[bf16]", "extra_info": {
             "kind": "write", "cache_dtype": "bf16", "num_tokens": 65536, "num_kv_heads": 8, "head_dim": 128,
             "median_s": 2.1e-4, "gbps": 2560.0, "pct_copy_ceiling": 84.7, "speedup_vs_torch": 2.5,
@@ -56,7 +57,10 @@ def test_tables_and_goals_from_extra_info(tmp_path) -> None:
     assert "### h100" in text and "NVIDIA H100 80GB HBM3" in text and "commit abcdef0123" in text
     assert "| test_paged_decode[bf16-B64] | 3167 | 3021 | 789 |" in text
     assert _row(text, "| 32/8/128 | bf16 | 64 | 4096 |") == (
-        "| 32/8/128 | bf16 | 64 | 4096 | 340.0 | 2958 | 93.4 | 1.80× | 5.10× | – | cuda-graph |")
+        "| 32/8/128 | bf16 | 64 | 4096 | 340.0 | 2958 | 93.4 | 1.80× | 5.10× | 1.30× | 1.03× | – | – | cuda-graph |")
+    assert _row(text, "| prefill | 32/32/128 | 4 | 4096 | 4096 |").endswith("| 500 | 0.50× | – | cuda-graph |")
+    assert _row(text, "| prefill B=4 L=4096 32/32/128 ≥ FlashInfer fa3").endswith("| 0.500× | missed |")
+    assert _row(text, "| extend Q=512 over 3584 cached").endswith("| – | not measured |")
     assert _row(text, "| decode B=64 L=4096 32/8/128 ≥ 90%").endswith("| 93.4% | met |")
     assert _row(text, "| decode B=8 L=4096 32/8/128 ≥ 70%").endswith("| 61.2% | missed |")
     assert _row(text, "| decode headline ≥ 1.5×").endswith("| 1.800× | met |")
