@@ -5,24 +5,15 @@ A step is `out = schedule()`, the model runs `out`, then `update(out, sampled)`.
 schedule() fills one step under two budgets (at most max_num_seqs sequences
 running, at most max_num_batched_tokens tokens computed), in this order:
   1. running requests in arrival order: a decode (1 token) or the next prefill
-     chunk (min(rest, budget left));
+     chunk (min(rest, budget left)) -- engine/core/schedule_running.py, which
+     also says when a token gets its KV slot;
   2. swapped requests, swapped back in (arrival order) -- not in a step that
      preempted, since preemption means the GPU has no room;
   3. waiting requests, admitted strictly first-come-first-served: the first one
      that does not fit stops admission (no later one jumps it); nothing is
      admitted while a request is still swapped out or after a preemption.
-
-Slots. The block manager is shown only tokens that have KV by the end of the
-step being scheduled (the sequence, or a prefix copy of it for a chunk), so every
-scheduled token has a slot before the step runs and every block it registers in
-the prefix cache is written by then (it registers blocks as they fill, before
-their KV exists). Admission allocate()s the first chunk; each later step
-append_slots() its chunk. A decode: update() appends the sampled token at
-position p = len - 1 without a slot; the next schedule() computes p, calling
-append_slots first -- so a block is taken only by the step that writes it, and
-running out there is what triggers preemption. The block manager decides how
-cheap that call is (one fast path, there: a slot inside a last block the
-sequence owns alone costs a few comparisons).
+Steps 2 and 3: engine/core/schedule_queued.py. This class owns the queues and
+the requests; those modules plan, and hand back what joins or leaves a queue.
 
 Preemption (which request goes, and where): see engine/core/preemption.py.
 
@@ -62,23 +53,21 @@ left cached without their KV).
 """
 from __future__ import annotations
 
-import operator
 from collections import deque
 from collections.abc import Iterable
 
 from engine.core.admission import infeasibility
-from engine.core.block.block_manager import AllocStatus, BlockManager, NoFreeBlocksError
+from engine.core.block.block_manager import BlockManager
 from engine.core.config import CacheConfig, SchedulerConfig
-from engine.core.group_plan import prefix_view, split_budget
 from engine.core.preemption import Preemptor
 from engine.core.request import Request, insert_by_arrival
+from engine.core.schedule_queued import schedule_queued
+from engine.core.schedule_running import schedule_running
 from engine.core.scheduler_output import SchedulerOutput
 from engine.core.sequence import Sequence, SequenceStatus
 from engine.core.step_update import apply_sampled
 
 _RUNNING = SequenceStatus.RUNNING
-_seq_id = operator.attrgetter("seq_id")
-_computed = operator.attrgetter("num_computed_tokens")
 
 
 class Scheduler:
@@ -182,7 +171,8 @@ class Scheduler:
             raise RuntimeError("schedule() called before update() of the previous step")
         out = SchedulerOutput(ignored=self._ignored)
         self._ignored = []
-        budget = self._schedule_running(out, self.config.max_num_batched_tokens)
+        budget = schedule_running(self.running, out, self.config.max_num_batched_tokens,
+                                  self.block_manager, self.config, self._make_room)
         if not out.preempted:
             budget = self._schedule_queue(out, budget, self.swapped)
             if not self.swapped:
@@ -191,59 +181,6 @@ class Scheduler:
         if out.decodes or out.prefills:
             self._pending = out
         return out
-
-    def _schedule_running(self, out: SchedulerOutput, budget: int) -> int:
-        """Running requests in arrival order. A run of decodes is planned in a
-        tight loop and gets its slots from the block manager in one batch
-        (append_slots_batch), before anything else asks it for blocks, so blocks
-        are still taken in arrival order; a prefill chunk or a group gets its
-        slots alone."""
-        running, bm = self.running, self.block_manager
-        decodes, copies_out = out.decodes, out.blocks_to_copy
-        i = 0                                           # running[i] is next
-        while True:
-            first, planned = i, len(decodes)
-            for req in running[i:i + budget]:           # the hot loop: 1 token each
-                seq = req.seq
-                if (req.is_group or len(seq.token_ids) - seq.num_computed_tokens != 1
-                        or not seq.output_token_ids):
-                    break                               # not a lone decode
-                decodes.append(seq)
-            got = bm.append_slots_batch(decodes, planned, copies_out)
-            # Bookkeeping of the decodes that got slots, in C loops.
-            out.decode_requests.extend(running[first:first + got - planned])
-            out.decode_starts.extend(map(_computed, decodes[planned:got]))
-            out.sample_seq_ids.update(map(_seq_id, decodes[planned:got]))
-            budget -= got - planned
-            i = first + got - planned
-            if got < len(decodes):                      # running[i] found no room
-                del decodes[got:]
-                req = running[i]
-                if not self._make_room(req, [req.seq], out):
-                    return budget                       # req preempted itself
-                copies_out.extend(bm.append_slots(req.seq))
-                out.add(req, req.seq, req.seq.num_computed_tokens, 1, 1)
-                budget -= 1
-                i += 1
-                continue
-            if i >= len(running) or not budget:
-                return budget
-            req = running[i]                            # a prefill chunk, or a group
-            seqs = req.live_seqs() if req.is_group else [req.seq]
-            starts = [seq.num_computed_tokens for seq in seqs]
-            remaining = [len(seq.token_ids) - c for seq, c in zip(seqs, starts)]
-            tokens = split_budget(remaining, budget, True, self.config)
-            if tokens is None:
-                return budget                           # a group wider than the budget left
-            views = [prefix_view(seq, c + n) for seq, c, n in zip(seqs, starts, tokens)]
-            if bm.append_cost(views) > bm.num_free_gpu_blocks and not self._make_room(
-                    req, views, out):
-                return budget                           # req preempted itself
-            for seq, view, c, n, r in zip(seqs, views, starts, tokens, remaining):
-                copies_out.extend(bm.append_slots(view))
-                out.add(req, seq, c, n, r)
-                budget -= n
-            i += 1
 
     def _make_room(self, req: Request, views: list[Sequence], out: SchedulerOutput) -> bool:
         """Preempt the latest running requests until all of `views` (of req) can
@@ -261,53 +198,11 @@ class Scheduler:
                 return True
 
     def _schedule_queue(self, out: SchedulerOutput, budget: int, queue: deque[Request]) -> int:
-        """Swap in (queue is swapped) or admit (waiting) requests in arrival
-        order, whole, while they fit; the first that does not stops the queue."""
-        bm, swap_in = self.block_manager, queue is self.swapped
-        while queue and budget:
-            req = queue[0]
-            if self._num_running_seqs + req.width > self.config.max_num_seqs:
-                break
-            seqs = req.live_seqs()
-            # Prefix-cache hits count as computed; a swapped sequence keeps its progress.
-            starts = [seq.num_computed_tokens if swap_in else bm.get_num_cached_tokens(seq)
-                      for seq in seqs]
-            remaining = [len(seq.token_ids) - c for seq, c in zip(seqs, starts)]
-            tokens = split_budget(remaining, budget, False, self.config)
-            if tokens is None:
-                break
-            views = [prefix_view(seq, c + n) for seq, c, n in zip(seqs, starts, tokens)]
-            if swap_in:
-                need = bm.swap_in_cost(seqs)
-                free = bm.num_free_gpu_blocks
-                if free - need < bm.watermark_blocks or free < need + bm.append_cost(views):
-                    break
-            else:
-                status = bm.can_allocate_all(views)
-                if status is AllocStatus.LATER:
-                    break
-                if status is AllocStatus.NEVER:         # admission.py rules this out
-                    queue.popleft()
-                    self._finish_ignored(req, f"needs {sum(map(len, views))} tokens of KV, "
-                                         f"more than the GPU pool can ever hold")
-                    continue
-            queue.popleft()
-            if swap_in:     # all first: a block they share comes back once, still shared
-                for seq in seqs:
-                    out.blocks_to_swap_in.update(bm.swap_in(seq))
-                for view in views:
-                    out.blocks_to_copy.extend(bm.append_slots(view))
-            else:
-                bm.allocate_all(views)
-                if [bm.get_num_cached_tokens(seq) for seq in seqs] != starts:
-                    raise RuntimeError(f"prefix hits of {req.request_id!r} changed between "
-                                       f"lookup and allocate")
-                for seq, c in zip(seqs, starts):
-                    seq.num_computed_tokens = c
-            for seq, c, view in zip(seqs, starts, views):
-                seq.status = _RUNNING
-                out.add(req, seq, c, len(view.token_ids) - c, len(seq.token_ids) - c)
-                budget -= len(view.token_ids) - c
+        """Start requests of `queue` (swapped or waiting); they join the running queue."""
+        seats = self.config.max_num_seqs - self._num_running_seqs
+        budget, started = schedule_queued(queue, queue is self.swapped, out, budget, seats,
+                                          self.block_manager, self.config, self._finish_ignored)
+        for req in started:
             insert_by_arrival(self.running, req)
             self._num_running_seqs += req.width
         return budget

@@ -1,17 +1,20 @@
 """Block manager: block tables, prefix caching, copy-on-write and swap. No torch.
 
+The scheduler's one view of KV blocks. Its parts share its tables and pools:
+table_allocation.py (allocate), slot_append.py (append_slots, copy-on-write),
+sequence_swap.py over swap_space.py (swaps; a shared block is copied once),
+allocator.py (pools, reference counts), prefix_cache.py (hits, duplicates).
+
 Choices:
 - Tables are keyed by `seq.seq_id`. `free` of a sequence without a table is a
   no-op (abort paths may free twice); the other per-sequence calls raise
   `UnknownSequenceError` (a ValueError).
 - A block is registered in the prefix cache when it becomes full (allocate,
   append_slots, swap_in), before its KV is computed: the caller must not let
-  another sequence read it before the step that writes it. Hits and
-  duplicates: see engine/core/block/prefix_cache.py.
+  another sequence read it before the step that writes it.
 - swap_out leaves the GPU copies it releases in the prefix cache (their KV is
   unchanged); swap_in takes fresh GPU blocks and registers them where no entry
-  has their hash yet. Blocks shared by several sequences are copied once
-  (engine/core/block/swap_space.py keeps the CPU pool and the remembered copies).
+  has their hash yet.
 - can_allocate and can_swap_in keep `watermark_blocks` free; appends may use
   the last blocks.
 """
@@ -21,10 +24,13 @@ import enum
 from typing import Optional
 
 from engine.core.block.allocator import BlockPool, NoFreeBlocksError
-from engine.core.block.block_table import BlockTable, UnknownSequenceError
+from engine.core.block.block_table import (BlockTable, UnknownSequenceError, gpu_table_of,
+                                           table_of)
 from engine.core.block.prefix_cache import HashFn, PrefixCache, PrefixChains, default_block_hash
+from engine.core.block.sequence_swap import SequenceSwapper
+from engine.core.block.slot_append import SlotAppender
 from engine.core.block.swap_space import SwapSpace
-from engine.core.kv_memory import cdiv
+from engine.core.block.table_allocation import TableAllocator
 from engine.core.sequence import Sequence
 
 __all__ = ["AllocStatus", "BlockManager", "NoFreeBlocksError", "UnknownSequenceError"]
@@ -57,11 +63,12 @@ class BlockManager:
         self._swap = SwapSpace(num_cpu_blocks)
         self._gpu = BlockPool(num_gpu_blocks, "gpu", self._cache, self._swap.forget_gpu_copies)
         self._cpu = self._swap.cpu
-        # Read-only views: whether a GPU block is named by a remembered swap copy.
-        self._out_fwd = self._swap.out_links.fwd
-        self._in_rev = self._swap.in_links.rev
         self._prefix = PrefixChains(self._cache, block_size)
         self._tables: dict[int, BlockTable] = {}
+        self._alloc = TableAllocator(self._tables, self._gpu, self._prefix, block_size)
+        self._append = SlotAppender(self._tables, self._gpu, self._swap, self._prefix,
+                                    block_size, enable_prefix_caching)
+        self._swapper = SequenceSwapper(self._tables, self._gpu, self._swap, self._prefix)
 
     # ---- counts -------------------------------------------------------------
     @property
@@ -84,14 +91,14 @@ class BlockManager:
         return seq.seq_id in self._tables
 
     def is_on_gpu(self, seq: Sequence) -> bool:
-        return self._table(seq).on_gpu
+        return table_of(self._tables, seq.seq_id).on_gpu
 
     def get_block_table(self, seq: Sequence) -> list[int]:
-        return list(self._table(seq).blocks)
+        return list(table_of(self._tables, seq.seq_id).blocks)
 
     def num_blocks_of(self, seq: Sequence) -> int:
         """len(get_block_table(seq)), without the copy."""
-        return len(self._table(seq).blocks)
+        return len(table_of(self._tables, seq.seq_id).blocks)
 
     def get_num_cached_tokens(self, seq: Sequence) -> int:
         """Tokens of reused prefix-cache blocks. For a sequence without a table:
@@ -128,7 +135,7 @@ class BlockManager:
     def can_allocate_all(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> AllocStatus:
         """Whether allocate_all(seqs) fits now (OK), later (LATER), or never: more
         blocks than the GPU less the watermark (NEVER)."""
-        fresh, parked, blocks = self._allocation_cost(seqs)[1:]
+        fresh, parked, blocks = self._alloc.cost(seqs)[1:]
         if blocks > self.max_allocatable_blocks:
             return AllocStatus.NEVER
         # Hits on held blocks cost nothing; hits on evictable ones use a free block.
@@ -140,39 +147,7 @@ class BlockManager:
         """allocate each of seqs (a group re-admitted after recompute), their
         prefix-cache hits all taken before any fresh block, so that no fresh
         block evicts what another of them hit."""
-        for seq in seqs:
-            if seq.seq_id in self._tables:
-                raise ValueError(f"allocate: sequence {seq.seq_id} already has a block table")
-        lookups, fresh, parked, _ = self._allocation_cost(seqs)
-        available = self.num_free_gpu_blocks - parked
-        if fresh > available:
-            raise NoFreeBlocksError("gpu", fresh, available)
-        gpu, bs = self._gpu, self.block_size
-        for _, hits in lookups:
-            for entry in hits:
-                gpu.acquire(entry.block)
-        for seq, (hashes, hits) in zip(seqs, lookups):
-            tokens = seq.token_ids
-            blocks = [entry.block for entry in hits]
-            blocks += [gpu.allocate() for _ in range(cdiv(len(tokens), bs) - len(hits))]
-            table = BlockTable(blocks, len(tokens), True, bs, list(hashes), len(hits),
-                               len(hits) * bs)
-            table.own_slots = table.capacity            # the last block is fresh
-            self._tables[seq.seq_id] = table
-            self._prefix.extend(table, tokens)
-
-    def _allocation_cost(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> tuple:
-        """(prefix lookups, fresh blocks, evictable blocks hit, blocks) of allocating seqs."""
-        lookups, fresh, blocks, parked = [], 0, 0, set()
-        refs = self._gpu.refs
-        for seq in seqs:
-            hashes, hits = self._prefix.lookup(seq)
-            own = cdiv(len(seq.token_ids), self.block_size)
-            blocks += own
-            fresh += own - len(hits)
-            parked.update(entry.block for entry in hits if not refs[entry.block])
-            lookups.append((hashes, hits))
-        return lookups, fresh, len(parked), blocks
+        self._alloc.allocate(seqs)
 
     # ---- append / copy-on-write ------------------------------------------------
     def append_cost(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> int:
@@ -180,25 +155,12 @@ class BlockManager:
         takes: new blocks, plus a copy for each holder that appends into a shared
         partial last block while another still holds it (the last one writes in
         place). A table on the CPU is costed as it will be after swap_in."""
-        bs, cost, moved = self.block_size, 0, {}    # moved: holders that copied away
-        for seq in seqs:
-            table = self._table(seq)
-            old, num_tokens, blocks = table.num_tokens, len(seq.token_ids), table.blocks
-            if num_tokens < old:
-                raise ValueError(f"sequence {seq.seq_id} has {num_tokens} tokens, fewer "
-                                 f"than the {old} its block table covers")
-            cost += cdiv(num_tokens, bs) - len(blocks)
-            last = blocks[-1]
-            refs = (self._gpu if table.on_gpu else self._cpu).refs[last]
-            if num_tokens > old and old % bs and refs - moved.get(last, 0) > 1:
-                cost += 1
-                moved[last] = moved.get(last, 0) + 1
-        return cost
+        return self._append.cost(seqs)
 
     def can_append_slots(self, seq: Sequence) -> bool:
         """Whether append_slots(seq) can succeed now (no watermark: running
         sequences may use the last blocks)."""
-        self._gpu_table(seq, "can_append_slots")
+        gpu_table_of(self._tables, seq.seq_id, "can_append_slots")
         cost = self.append_cost((seq,))
         return cost == 0 or cost <= self._gpu.num_free
 
@@ -207,8 +169,8 @@ class BlockManager:
         returns copy-on-write (src, dst) pairs. O(1) unless a block fills.
         NoFreeBlocksError, changing nothing, when the GPU has no room."""
         copies: list[tuple[int, int]] = []
-        if not self.append_slots_batch((seq,), 0, copies):
-            self._append_slots(seq)                     # raises with the numbers
+        if not self._append.batch((seq,), 0, copies):
+            self._append.one(seq)                       # raises with the numbers
         return copies
 
     def append_slots_batch(self, seqs: list[Sequence] | tuple[Sequence, ...], start: int,
@@ -218,59 +180,13 @@ class BlockManager:
         nothing for it or those after it, and returns its index (len(seqs) when
         all got their slots). The scheduler gives a step's decodes their slots in
         one call: this loop is the engine's one decode fast path."""
-        tables, chained = self._tables, self._cache is not None
-        for seq in seqs[start:]:
-            try:
-                table = tables[seq.seq_id]
-            except KeyError:
-                raise UnknownSequenceError(seq.seq_id) from None
-            num_tokens = len(seq.token_ids)
-            # The fast path: new tokens that fit the last GPU block, which the
-            # sequence holds alone, so they are written in place (own_slots).
-            if table.num_tokens < num_tokens <= table.own_slots:
-                table.num_tokens = num_tokens
-                if chained and num_tokens == table.own_slots and table.chain_open:
-                    self._prefix.extend(table, seq.token_ids)
-                continue
-            try:
-                copies.extend(self._append_slots(seq))
-            except NoFreeBlocksError:
-                return seqs.index(seq, start)           # (the rare path pays the search)
-        return len(seqs)
-
-    def _append_slots(self, seq: Sequence) -> list[tuple[int, int]]:
-        table = self._gpu_table(seq, "append_slots")
-        tokens = seq.token_ids
-        num_tokens = len(tokens)
-        cost = self.append_cost((seq,))
-        if cost > self._gpu.num_free:
-            raise NoFreeBlocksError("gpu", cost, self._gpu.num_free)
-        blocks = table.blocks
-        new_blocks = cdiv(num_tokens, self.block_size) - len(blocks)
-        copies: list[tuple[int, int]] = []
-        if cost > new_blocks:              # copy-on-write of the last block
-            src = blocks[-1]
-            dst = self._gpu.allocate()
-            self._gpu.release(src)         # others still hold it
-            blocks[-1] = dst
-            copies.append((src, dst))
-        elif table.num_tokens % self.block_size and num_tokens > table.num_tokens:
-            self._swap.forget_gpu_copies(blocks[-1])   # written in place
-        if new_blocks:
-            blocks += [self._gpu.allocate() for _ in range(new_blocks)]
-        table.num_tokens = num_tokens
-        last = blocks[-1]
-        table.own_slots = (table.capacity if self._gpu.refs[last] == 1
-                           and last not in self._out_fwd and last not in self._in_rev else 0)
-        if self._cache is not None and table.chain_open:
-            self._prefix.extend(table, tokens)
-        return copies
+        return self._append.batch(seqs, start, copies)
 
     # ---- fork / free --------------------------------------------------------
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """The child shares every block of the parent (the child's first tokens
         must be the parent's); nothing is allocated."""
-        table = self._table(parent)
+        table = table_of(self._tables, parent.seq_id)
         if child.seq_id in self._tables:
             raise ValueError(f"fork: child sequence {child.seq_id} already has a block table")
         pool = self._gpu if table.on_gpu else self._cpu
@@ -299,53 +215,19 @@ class BlockManager:
 
     def swap_out_cost(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> int:
         """CPU blocks swap_out of each of `seqs` allocates (a shared block is copied once)."""
-        blocks: dict[int, None] = {}
-        for seq in seqs:
-            blocks.update(dict.fromkeys(self._gpu_table(seq, "swap_out").blocks))
-        return self._swap.out_cost(list(blocks))
+        return self._swapper.out_cost(seqs)
 
     def swap_in_cost(self, seqs: list[Sequence] | tuple[Sequence, ...]) -> int:
         """GPU blocks swap_in of each of `seqs` allocates (a shared block is copied once)."""
-        blocks: dict[int, None] = {}
-        for seq in seqs:
-            table = self._table(seq)
-            if table.on_gpu:
-                raise ValueError(f"swap_in_cost: sequence {seq.seq_id} is not swapped out")
-            blocks.update(dict.fromkeys(table.blocks))
-        return self._swap.in_cost(list(blocks))
+        return self._swapper.in_cost(seqs)
 
     def swap_out(self, seq: Sequence) -> dict[int, int]:
         """Move the sequence to the CPU; returns {gpu block: cpu block} to copy."""
-        table = self._gpu_table(seq, "swap_out")
-        needed = self._swap.out_cost(table.blocks)
-        if needed > self._cpu.num_free:
-            raise NoFreeBlocksError("cpu", needed, self._cpu.num_free)
-        return self._swap.move(table, self._gpu, to_gpu=False)
+        return self._swapper.swap_out(seq)
 
     def can_swap_in(self, seq: Sequence) -> bool:
         return self.num_free_gpu_blocks - self.swap_in_cost((seq,)) >= self.watermark_blocks
 
     def swap_in(self, seq: Sequence) -> dict[int, int]:
         """Move the sequence back to the GPU; returns {cpu block: gpu block}."""
-        table = self._table(seq)
-        if table.on_gpu:
-            raise ValueError(f"swap_in: sequence {seq.seq_id} is not swapped out")
-        needed = self._swap.in_cost(table.blocks)
-        if needed > self.num_free_gpu_blocks:
-            raise NoFreeBlocksError("gpu", needed, self.num_free_gpu_blocks)
-        mapping = self._swap.move(table, self._gpu, to_gpu=True)
-        self._prefix.extend(table, seq.token_ids)
-        return mapping
-
-    # ---- internals -----------------------------------------------------------
-    def _table(self, seq: Sequence) -> BlockTable:
-        table = self._tables.get(seq.seq_id)
-        if table is None:
-            raise UnknownSequenceError(seq.seq_id)
-        return table
-
-    def _gpu_table(self, seq: Sequence, what: str) -> BlockTable:
-        table = self._table(seq)
-        if not table.on_gpu:
-            raise ValueError(f"{what}: sequence {seq.seq_id} is swapped out (on the CPU)")
-        return table
+        return self._swapper.swap_in(seq)

@@ -1,4 +1,5 @@
-"""One sequence's block table and its prefix-cache chain state. No torch."""
+"""One sequence's block table and its prefix-cache chain state; finding a sequence's
+table among a manager's. No torch."""
 from __future__ import annotations
 
 
@@ -57,3 +58,19 @@ class BlockTable:
         self.own_slots = 0
         self.num_chained = 0
         self.chain_open = on_gpu
+
+
+def table_of(tables: dict[int, BlockTable], seq_id: int) -> BlockTable:
+    """The table of a sequence; UnknownSequenceError when it has none."""
+    table = tables.get(seq_id)
+    if table is None:
+        raise UnknownSequenceError(seq_id)
+    return table
+
+
+def gpu_table_of(tables: dict[int, BlockTable], seq_id: int, what: str) -> BlockTable:
+    """table_of, for a call (`what`) that needs the sequence on the GPU."""
+    table = table_of(tables, seq_id)
+    if not table.on_gpu:
+        raise ValueError(f"{what}: sequence {seq_id} is swapped out (on the CPU)")
+    return table
