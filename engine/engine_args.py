@@ -41,6 +41,8 @@ class EngineArgs:
         on CPU kv_cache_memory bytes scaled by gpu_memory_utilization.
     swap_space: GiB of CPU blocks for swap preemption.
     attention_backend: "auto" = triton on CUDA, torch on CPU.
+    pack_cpu_gemms: on CPU in float32, run the linear layers from oneDNN-packed
+        weights (faster at decode batch sizes); False keeps torch's F.linear.
     """
 
     model: str = "smollm2-135m"
@@ -64,6 +66,7 @@ class EngineArgs:
     num_gpu_blocks: int | None = None
     kv_cache_memory: int = DEFAULT_CPU_KV_CACHE_MEMORY
     attention_backend: str = "auto"
+    pack_cpu_gemms: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -84,7 +87,7 @@ class EngineArgs:
         _check_positive_int("num_gpu_blocks", self.num_gpu_blocks, allow_none=True)
         _check_positive_int("kv_cache_memory", self.kv_cache_memory)
         for name in ("enable_chunked_prefill", "enable_prefix_caching", "enforce_eager",
-                     "skip_tokenizer_init"):
+                     "skip_tokenizer_init", "pack_cpu_gemms"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         util = self.gpu_memory_utilization

@@ -83,7 +83,8 @@ def build_engine_parts(args: EngineArgs) -> EngineParts:
             raise ValueError("kv_cache_dtype='fp8' needs an sm_90 (Hopper) GPU or newer for the "
                              "triton backend; pass kv_cache_dtype='int8' or 'auto'")
     backend = get_attention_backend(backend_name)
-    model = build_model(source, backend, dtype, device)
+    model = build_model(source, backend, dtype, device, pack_cpu_gemms=args.pack_cpu_gemms)
+    log.append(f"linear layers: {model.gemm_path}")
     tokenizer = _load_tokenizer(source.tokenizer_path)
     limit = int(getattr(config, "max_position_embeddings", 0) or 0) or None
     max_model_len = args.max_model_len or limit or 2048

@@ -26,6 +26,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                    help="KV blocks on the model's device (CPU included); default: sized from memory")
     g.add_argument("--swap-space", type=float, default=0.25, help="GiB of CPU swap blocks")
     g.add_argument("--enable-prefix-caching", action="store_true")
+    g.add_argument("--no-pack-cpu-gemms", dest="pack_cpu_gemms", action="store_false",
+                   help="on CPU keep torch's F.linear instead of oneDNN-packed weights")
 
 
 def engine_args_from(ns: argparse.Namespace) -> EngineArgs:
@@ -33,4 +35,4 @@ def engine_args_from(ns: argparse.Namespace) -> EngineArgs:
                       dtype=ns.dtype, kv_cache_dtype=ns.kv_cache_dtype, device=ns.device,
                       block_size=ns.block_size, max_model_len=ns.max_model_len,
                       num_gpu_blocks=ns.num_gpu_blocks, swap_space=ns.swap_space,
-                      enable_prefix_caching=ns.enable_prefix_caching)
+                      enable_prefix_caching=ns.enable_prefix_caching, pack_cpu_gemms=ns.pack_cpu_gemms)

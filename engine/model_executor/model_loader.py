@@ -7,13 +7,16 @@ import torch
 
 from engine.attention.backend import AttentionBackend
 from engine.model_executor.kv_cache import CacheShape
+from engine.model_executor.layers import pack_gemms
 from engine.model_executor.models import get_model_class
 from engine.model_executor.weights import ModelSource
 
 
 def build_model(source: ModelSource, backend: AttentionBackend, dtype: torch.dtype,
-                device: torch.device) -> torch.nn.Module:
-    """Our model for the source's config, its weights loaded, cast and moved."""
+                device: torch.device, pack_cpu_gemms: bool = True) -> torch.nn.Module:
+    """Our model for the source's config, its weights loaded, cast and moved. On CPU
+    in float32 its GEMMs then run from oneDNN-packed weights (`pack_cpu_gemms`);
+    `model.gemm_path` says which path serves them and why."""
     cls = get_model_class(source.hf_config)
     # Built on the target device (its buffers, the rotary tables among them, are
     # computed there), cast, then filled: load_weights copies in place and casts.
@@ -21,6 +24,10 @@ def build_model(source: ModelSource, backend: AttentionBackend, dtype: torch.dty
         model = cls(source.hf_config, backend)
     model = model.to(dtype)
     model.load_weights(source.weights())
+    model.gemm_path = "torch F.linear (pack_cpu_gemms off)"
+    if pack_cpu_gemms:
+        reason = pack_gemms(model)
+        model.gemm_path = "oneDNN packed weights" if reason is None else f"torch F.linear ({reason})"
     return model.eval()
 
 

@@ -15,7 +15,8 @@ from transformers import PretrainedConfig
 
 from engine.attention.backend import AttentionBackend
 from engine.attention.metadata import AttentionMetadata
-from engine.model_executor.layers import RMSNorm, ShardedLinear, SiluAndMul, apply_rotary, rotary_from_config
+from engine.model_executor.layers import (Linear, PackedGemm, RMSNorm, ShardedLinear, SiluAndMul, apply_rotary,
+                                          rotary_from_config)
 from engine.model_executor.models.loading import load_checkpoint
 
 
@@ -29,7 +30,7 @@ class LlamaAttention(nn.Module):
         q_size, kv_size = self.num_heads * head_dim, self.num_kv_heads * head_dim
         self.qkv_proj = ShardedLinear(config.hidden_size, [("q_proj", q_size), ("k_proj", kv_size),
                                                            ("v_proj", kv_size)], bias=bias)
-        self.o_proj = nn.Linear(q_size, config.hidden_size, bias=bias)
+        self.o_proj = Linear(q_size, config.hidden_size, bias=bias)
         self.qk_size = q_size + kv_size
         self.backend = backend
         self.scale = head_dim ** -0.5
@@ -58,7 +59,7 @@ class LlamaMLP(nn.Module):
         self.gate_up_proj = ShardedLinear(config.hidden_size, [("gate_proj", size), ("up_proj", size)],
                                           bias=bias)
         self.act = SiluAndMul()
-        self.down_proj = nn.Linear(size, config.hidden_size, bias=bias)
+        self.down_proj = Linear(size, config.hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act(self.gate_up_proj(x)))
@@ -113,7 +114,8 @@ class LlamaForCausalLM(nn.Module):
         self.model = LlamaModel(config, backend, head_dim)
         self.rotary_emb = rotary_from_config(config, head_dim)
         if not self.tie_word_embeddings:
-            self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.head_gemm: PackedGemm | None = None
         self.requires_grad_(False)     # inference only: no autograd graph through the KV cache
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor],
@@ -125,10 +127,15 @@ class LlamaForCausalLM(nn.Module):
             hidden = layer(hidden, cos, sin, cache, scales, metadata)
         return self.model.norm(hidden)
 
+    def logits_weight(self) -> torch.Tensor:
+        """The logits head's [vocab, hidden] weight (the embedding's when tied)."""
+        return self.model.embed_tokens.weight if self.tie_word_embeddings else self.lm_head.weight
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Rows [N, hidden] (the sampling rows only) -> float32 logits [N, vocab]."""
-        weight = self.model.embed_tokens.weight if self.tie_word_embeddings else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        if self.head_gemm is not None:        # set by pack_gemms (CPU float32)
+            return self.head_gemm(hidden).float()
+        return F.linear(hidden, self.logits_weight()).float()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Tensors under HF `LlamaForCausalLM` names, copied in place."""

@@ -15,7 +15,7 @@ from transformers import PretrainedConfig
 
 from engine.attention.backend import AttentionBackend
 from engine.attention.metadata import AttentionMetadata
-from engine.model_executor.layers import LayerNorm, ReLU, ShardedLinear
+from engine.model_executor.layers import LayerNorm, Linear, PackedGemm, ReLU, ShardedLinear
 from engine.model_executor.models.loading import load_checkpoint
 
 POSITION_OFFSET = 2   # OPT's learned position table starts two rows in
@@ -29,7 +29,7 @@ class OPTAttention(nn.Module):
         self.head_dim = hidden // self.num_heads
         self.qkv_proj = ShardedLinear(hidden, [("q_proj", hidden), ("k_proj", hidden), ("v_proj", hidden)],
                                       bias=bias)
-        self.out_proj = nn.Linear(hidden, hidden, bias=bias)
+        self.out_proj = Linear(hidden, hidden, bias=bias)
         self.backend = backend
         self.scale = self.head_dim ** -0.5
 
@@ -50,9 +50,9 @@ class OPTDecoderLayer(nn.Module):
         self.pre_norm = bool(config.do_layer_norm_before)
         self.self_attn = OPTAttention(config, backend)
         self.self_attn_layer_norm = LayerNorm(hidden, elementwise_affine=affine)
-        self.fc1 = nn.Linear(hidden, config.ffn_dim, bias=bias)
+        self.fc1 = Linear(hidden, config.ffn_dim, bias=bias)
         self.act = ReLU()
-        self.fc2 = nn.Linear(config.ffn_dim, hidden, bias=bias)
+        self.fc2 = Linear(config.ffn_dim, hidden, bias=bias)
         self.final_layer_norm = LayerNorm(hidden, elementwise_affine=affine)
 
     def forward(self, hidden: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor | None,
@@ -72,8 +72,8 @@ class OPTDecoder(nn.Module):
         hidden, proj = config.hidden_size, config.word_embed_proj_dim
         self.embed_tokens = nn.Embedding(config.vocab_size, proj)
         self.embed_positions = nn.Embedding(config.max_position_embeddings + POSITION_OFFSET, hidden)
-        self.project_in = nn.Linear(proj, hidden, bias=False) if proj != hidden else None
-        self.project_out = nn.Linear(hidden, proj, bias=False) if proj != hidden else None
+        self.project_in = Linear(proj, hidden, bias=False) if proj != hidden else None
+        self.project_out = Linear(hidden, proj, bias=False) if proj != hidden else None
         final = config.do_layer_norm_before and not getattr(config, "_remove_final_layer_norm", False)
         affine = bool(getattr(config, "layer_norm_elementwise_affine", True))
         self.final_layer_norm = LayerNorm(hidden, elementwise_affine=affine) if final else None
@@ -105,7 +105,8 @@ class OPTForCausalLM(nn.Module):
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", True))
         self.model = OPTModel(config, backend)
         if not self.tie_word_embeddings:
-            self.lm_head = nn.Linear(config.word_embed_proj_dim, config.vocab_size, bias=False)
+            self.lm_head = Linear(config.word_embed_proj_dim, config.vocab_size, bias=False)
+        self.head_gemm: PackedGemm | None = None
         self.requires_grad_(False)     # inference only: no autograd graph through the KV cache
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor],
@@ -125,10 +126,15 @@ class OPTForCausalLM(nn.Module):
             hidden = dec.project_out(hidden)
         return hidden
 
+    def logits_weight(self) -> torch.Tensor:
+        """The logits head's [vocab, hidden] weight (the embedding's when tied)."""
+        return self.model.decoder.embed_tokens.weight if self.tie_word_embeddings else self.lm_head.weight
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Rows [N, word_embed_proj_dim] (the sampling rows only) -> float32 logits [N, vocab]."""
-        weight = self.model.decoder.embed_tokens.weight if self.tie_word_embeddings else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        if self.head_gemm is not None:        # set by pack_gemms (CPU float32)
+            return self.head_gemm(hidden).float()
+        return F.linear(hidden, self.logits_weight()).float()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Tensors under HF `OPTForCausalLM` names (hub checkpoints' bare "decoder."
