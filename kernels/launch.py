@@ -141,8 +141,9 @@ def launch(kernel: Kernel, grid: tuple[int, int, int], ptrs: tuple, scalars: tup
     `options` such as num_warps."""
     if kernel.jit and _jit_modes_off():
         key = arg_classes(kernel, ptrs, scalars)
-        if key is not None:
-            handle = compiled(kernel, torch.cuda.current_device(), key, consts, options)
+        # None from `compiled`: a JIT cache hook took the compile over; the JIT path honours it.
+        handle = None if key is None else compiled(kernel, torch.cuda.current_device(), key, consts, options)
+        if handle is not None:
             handle[grid](*ptrs, *scalars, *consts)
             return
     kernel.fn[grid](*ptrs, *scalars, *consts, **dict(options))
