@@ -3,8 +3,8 @@
 # pass over every kernel, the kernel benchmarks and their report, all written
 # straight into one output folder (8 files at most, none in sub-folders):
 #   machine.txt conformance.xml sanitizer.txt bench_decode.json bench_prefill.json
-#   bench_write.json report.md log.txt, and with FlashInfer's wheels carried
-#   flashinfer_build.txt flashinfer_modules.tar.gz
+#   bench_write.json (write_kv and the launch-cost benchmark) report.md log.txt, and
+#   with FlashInfer's wheels carried flashinfer_build.txt flashinfer_modules.tar.gz
 # The whole run keeps to SUITE_BUDGET_S (default 570 s on an H100): each step gets a
 # cap that leaves the later steps their reserve, and prints timestamps.
 set -uo pipefail
@@ -48,7 +48,8 @@ want_conformance=${WANT_CONFORMANCE_S:-300} want_sanitizer=60   # [181-209 s for
 # decode: one flex compile per batch and head shape. When the two steps do not fit one
 # budget, run --tests-only and --bench-only separately.
 want_decode=${WANT_DECODE_S:-240} want_prefill=${WANT_PREFILL_S:-60} want_write=20     # [73-128, 8-13, 5-12]
-bench_reserve=$(( bench ? want_decode + want_prefill + want_write + 15 : 0 ))
+want_launch=15     # bench_launch.py (host cost of a call beside a bare launch; ~10 s estimated), in the write step's JSON
+bench_reserve=$(( bench ? want_decode + want_prefill + want_write + want_launch + 15 : 0 ))
 status=0
 declare -a summary
 
@@ -139,13 +140,17 @@ if [ "$bench" = 1 ]; then
     stamp "waiting for the FlashInfer builds"
     wait "$fi_pid"; stamp "FlashInfer builds: exit $? ($(tail -n 1 "$out_dir/flashinfer_build.txt"))"
   fi
-  for part in decode:$want_decode:$(( want_prefill + want_write + 15 )) prefill:$want_prefill:$(( want_write + 15 )) \
-              write:$want_write:15; do
-    IFS=: read -r name want reserve <<< "$part"
+  # name:want:reserve:files (comma-separated; the launch benchmark shares the write step's JSON,
+  # so the folder keeps to the 8 files above).
+  for part in decode:$want_decode:$(( want_prefill + want_write + want_launch + 15 )):bench/bench_kernels_decode.py \
+              prefill:$want_prefill:$(( want_write + want_launch + 15 )):bench/bench_kernels_prefill.py \
+              write:$(( want_write + want_launch )):15:bench/bench_kernels_write.py,bench/bench_launch.py; do
+    IFS=: read -r name want reserve files <<< "$part"
+    IFS=, read -r -a paths <<< "$files"
     limit="$(cap "$want" "$reserve")"
     # The in-test budget skips what is left 20 s before the cap, so the JSON is always written.
     step "bench $name" "$limit" env BENCH_BUDGET_S=$(( limit > 30 ? limit - 20 : 10 )) \
-      "$PY" -m pytest "bench/bench_kernels_$name.py" -m gpu -q -s -p no:cacheprovider \
+      "$PY" -m pytest "${paths[@]}" -m gpu -q -s -p no:cacheprovider \
         --benchmark-json="$out_dir/bench_$name.json"
   done
   step "report" 15 "$PY" -m bench.report --results "$out_dir" --out "$out_dir/report.md" --no-plots

@@ -1,4 +1,4 @@
-"""The decode and write_kv kernels compile for an H100 (sm_90) even on a CPU machine.
+"""The decode, write_kv and index-check kernels compile for an H100 (sm_90) even on a CPU machine.
 
 The interpreter runs a kernel as Python, so it misses what only the compiler
 checks (non-constexpr globals, dot shapes, casts that have no lowering). This
@@ -91,6 +91,10 @@ def main() -> None:
             assert ("cvt.rni.f32.f32" in ptx) if c == "i8" else ("cvt.rn.satfinite.e4m3x2.f32" in ptx)
         else:
             assert "ld.global.v4" in ptx and "st.global.v4" in ptx, "16-byte loads/stores expected"
+    from kernels.index_checks import _COLS, _ROWS, _index_facts_kernel
+    for has_qsl in (False, True):      # the facts kernel of a checked decode / prefill
+        _compile(_index_facts_kernel, dict(tables_ptr="*i32", lens_ptr="*i32", qsl_ptr="*i32", facts_ptr="*i64"),
+                 dict(HAS_QSL=has_qsl, ROWS=_ROWS, COLS=_COLS))
     print("compiled")
 
 

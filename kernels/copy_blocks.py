@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from kernels.triton_compat import is_interpreting
-from kernels.validation import bit_copy_dtype, check_device_runs_triton
+from kernels.validation import bit_copy_dtype, check_block_mapping, check_device_runs_triton
 
 _CHUNK = 2048
 
@@ -36,25 +36,6 @@ def _copy_rows_kernel(base_ptr, pairs_ptr, layer_stride, block_stride, row_numel
         offs = start + tl.arange(0, BLOCK)
         mask = offs < row_numel
         tl.store(dst_row + offs, tl.load(src_row + offs, mask=mask), mask=mask)
-
-
-def _check_pairs(src_to_dst: object, num_blocks: int) -> torch.Tensor:
-    if not isinstance(src_to_dst, torch.Tensor):
-        raise ValueError(f"src_to_dst must be a torch.Tensor, got {type(src_to_dst).__name__}")
-    if src_to_dst.dtype != torch.int64 or src_to_dst.dim() != 2 or src_to_dst.shape[1] != 2:
-        raise ValueError(f"src_to_dst must be int64 [n, 2], got {src_to_dst.dtype} {tuple(src_to_dst.shape)}")
-    pairs = src_to_dst.cpu().tolist()
-    srcs = {s for s, _ in pairs}
-    dsts: set[int] = set()
-    for s, d in pairs:
-        if not (0 <= s < num_blocks and 0 <= d < num_blocks):
-            raise ValueError(f"src_to_dst pair ({s}, {d}) has a block id outside the caches' {num_blocks} blocks")
-        if d in srcs:
-            raise ValueError(f"src_to_dst pair ({s}, {d}): destination {d} is also a source in this call")
-        if d in dsts:
-            raise ValueError(f"src_to_dst pair ({s}, {d}): destination {d} appears twice")
-        dsts.add(d)
-    return src_to_dst
 
 
 def _check_caches(kv_caches: object) -> list[torch.Tensor]:
@@ -99,7 +80,8 @@ def copy_blocks(kv_caches: list[torch.Tensor], src_to_dst: torch.Tensor) -> None
     if not caches:
         return
     check_device_runs_triton("kv_caches[0]", caches[0], "copy_blocks", is_interpreting())
-    _check_pairs(src_to_dst, caches[0].shape[0])
+    num_blocks = caches[0].shape[0]
+    check_block_mapping("src_to_dst", src_to_dst, num_blocks, num_blocks, "the caches", "the caches", disjoint=True)
     n = src_to_dst.shape[0]
     if n == 0:
         return

@@ -5,11 +5,12 @@ choice is written down in one place (see `choose_decode_config`).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
-import triton
 
+from kernels.launch import cdiv, next_pow2
 from kernels.triton_compat import is_interpreting
 
 TILE_BYTES = 16 * 1024       # bytes of one K (or V) tile: enough loads in flight per program
@@ -35,14 +36,35 @@ def sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of a CUDA device (a nominal 1 elsewhere)."""
     if device.type != "cuda":
         return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return cuda_sm_count(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.cache
+def cuda_sm_count(index: int) -> int:
+    """SMs of CUDA device `index`: asked once (a property query costs microseconds per launch)."""
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_elem_bytes: int,
                          max_context_len: int, device: torch.device, *, num_splits: int | None = None,
                          block_n: int | None = None, num_warps: int | None = None,
                          num_stages: int | None = None) -> DecodeConfig:
-    """Pick the decode launch; any keyword given overrides the heuristic.
+    """Pick the decode launch; any keyword given overrides the heuristic (see
+    `decode_config`, which this calls with the device's SM count).
+    """
+    sms = None if is_interpreting() else sm_count(device)
+    return decode_config(num_seqs, num_kv_heads, head_dim, cache_elem_bytes, max_context_len, sms,
+                         num_splits, block_n, num_warps, num_stages)
+
+
+@functools.lru_cache(maxsize=512)
+def decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_elem_bytes: int,
+                  max_context_len: int, sms: int | None, num_splits: int | None = None,
+                  block_n: int | None = None, num_warps: int | None = None,
+                  num_stages: int | None = None) -> DecodeConfig:
+    """The decode launch for these shapes on a GPU of `sms` SMs (None: the
+    interpreter). A pure function, cached per shape and context length: an
+    engine's layers ask with the same arguments within a step.
 
     - block_n: a K tile of about TILE_BYTES (64 tokens x 128 dims x 2 B = 16 KB for
       bf16): big enough to keep many 16-byte loads in flight per program, small
@@ -75,7 +97,7 @@ def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_
     split for the longest sequence; a forced `num_splits` is honoured exactly
     (split_len = ceil(max_context_len / num_splits)), empty splits included.
     """
-    head_dim_pad = max(16, triton.next_power_of_2(head_dim))
+    head_dim_pad = max(16, next_pow2(head_dim))
     quantised = cache_elem_bytes == 1
     if block_n is None:
         block_n = TILE_BYTES // (head_dim_pad * max(cache_elem_bytes, 2))
@@ -90,13 +112,12 @@ def choose_decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_
     if num_splits is not None:
         if not 1 <= num_splits <= MAX_GRID_Z:
             raise ValueError(f"num_splits must be in 1..{MAX_GRID_Z} (a CUDA grid dimension), got {num_splits}")
-        return DecodeConfig(block_n, num_warps, num_stages, num_splits, triton.cdiv(ctx, num_splits))
-    sms = None if is_interpreting() else sm_count(device)
+        return DecodeConfig(block_n, num_warps, num_stages, num_splits, cdiv(ctx, num_splits))
     splits = auto_splits(num_seqs * num_kv_heads, ctx, sms)
-    tiles = triton.cdiv(ctx, block_n)
+    tiles = cdiv(ctx, block_n)
     splits = min(splits, tiles)
-    split_len = triton.cdiv(tiles, splits) * block_n
-    return DecodeConfig(block_n, num_warps, num_stages, triton.cdiv(ctx, split_len), split_len)
+    split_len = cdiv(tiles, splits) * block_n
+    return DecodeConfig(block_n, num_warps, num_stages, cdiv(ctx, split_len), split_len)
 
 
 def auto_splits(programs: int, max_context_len: int, sms: int | None) -> int:

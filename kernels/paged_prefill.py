@@ -19,10 +19,10 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.launch import Kernel, launch, next_pow2
 from kernels.prefill_plan import PrefillPlan, plan_prefill
-from kernels.triton_compat import LOG2E, dot_in_fp32, dot_operand, is_interpreting, to_output
-from kernels.validation import QUANTIZED_DTYPES, QUERY_DTYPES, check_device_runs_triton, check_heads, \
-    check_kv_cache, check_kv_scales, check_scale, check_shape, check_tensor
+from kernels.triton_compat import LOG2E, dot_operand, is_interpreting, to_output
+from kernels.validation import check_attention, check_index_tensors, check_query_start_loc, check_scale
 
 
 
@@ -165,72 +165,47 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
     overrides `prefill_config` (block_m, block_n, num_warps, num_stages) when no
     plan is given.
     """
-    query = check_tensor("query", query, 3, QUERY_DTYPES)
-    device = query.device
-    kv_cache = check_kv_cache("kv_cache", kv_cache, device)
-    num_tokens, num_heads, head_dim = query.shape
-    num_blocks, _, block_size, num_kv_heads, cache_dim = kv_cache.shape
-    if query.stride(-1) != 1:
-        raise ValueError("query must be contiguous in head_dim (stride(-1) == 1)")
-    if cache_dim != head_dim:
-        raise ValueError(f"query head_dim {head_dim} != kv_cache head_dim {cache_dim}")
-    if not 16 <= head_dim <= 256:
-        raise ValueError(f"head_dim must be in [16, 256], got {head_dim}")
-    if block_size & (block_size - 1):
-        raise ValueError(f"kv_cache block_size must be a power of two, got {block_size}")
-    check_heads(num_heads, num_kv_heads)
-    quantized = kv_cache.dtype in QUANTIZED_DTYPES
-    if not quantized and kv_cache.dtype != query.dtype:
-        raise ValueError(f"kv_cache dtype {kv_cache.dtype} must match query dtype {query.dtype} "
-                         "(or be int8/float8_e4m3fn with kv_scales)")
-    kv_scales = check_kv_scales(kv_scales, kv_cache)
     scale = check_scale(scale)
+    interpreting = is_interpreting()
+    shape = check_attention("paged_prefill", query, kv_cache, kv_scales, out, interpreting)
+    device = query.device
+    num_tokens = query.shape[0]
+    num_seqs = check_index_tensors(block_tables, context_lens, None, device)
+    check_query_start_loc(query_start_loc, num_seqs, device)
     if out is None:
         out = torch.empty_like(query)
-    else:
-        out = check_tensor("out", out, 3, (query.dtype,), device)
-        check_shape("out", out, tuple(query.shape))
-        if out.stride(-1) != 1:
-            raise ValueError("out must be contiguous in head_dim (stride(-1) == 1)")
-    interp = is_interpreting()
-    check_device_runs_triton("query", query, "paged_prefill", interp)
-    on_gpu = device.type == "cuda" and not interp
-    # The index tensors follow the query's device (the planner alone would take context_lens's).
-    check_tensor("query_start_loc", query_start_loc, 1, (torch.int32,), device)
-    check_tensor("context_lens", context_lens, 1, (torch.int32,), device)
-    check_tensor("block_tables", block_tables, 2, (torch.int32,), device)
     if plan is None:
-        plan = plan_prefill(query_start_loc, context_lens, block_tables, num_tokens, num_blocks,
-                            block_size, head_dim, query.dtype, on_gpu, **tuning)
+        plan = plan_prefill(query_start_loc, context_lens, block_tables, num_tokens, shape.num_blocks,
+                            shape.block_size, shape.head_dim, query.dtype, device.type == "cuda" and not interpreting,
+                            **tuning)
     else:
         if tuning:
             raise ValueError("tuning overrides go to plan_prefill when a plan is given")
-        check_shape("query_start_loc", query_start_loc, (context_lens.shape[0] + 1,))
-        if block_tables.shape[0] != context_lens.shape[0]:
-            raise ValueError(f"block_tables has {block_tables.shape[0]} rows, expected {context_lens.shape[0]}")
         if plan.tile_map.device != device:
             raise ValueError(f"plan's tile map is on {plan.tile_map.device}, query on {device}")
-        if (plan.num_tokens, plan.num_seqs) != (num_tokens, context_lens.shape[0]):
+        if (plan.num_tokens, plan.num_seqs) != (num_tokens, num_seqs):
             raise ValueError(f"plan was built for {plan.num_tokens} tokens / {plan.num_seqs} sequences, "
-                             f"got {num_tokens} / {context_lens.shape[0]}")
-    if num_tokens == 0 or plan.num_seqs == 0:
+                             f"got {num_tokens} / {num_seqs}")
+    if num_tokens == 0 or num_seqs == 0:
         return out
-    if block_tables.stride(1) != 1:
-        raise ValueError("block_tables rows must be contiguous (stride(1) == 1)")
 
     cfg = plan.config
-    scales = kv_scales if quantized else kv_cache  # placeholder pointer, never read when not quantised
+    quantized = shape.quantized
     s_strides = kv_scales.stride() if quantized else (0, 0, 0, 0)
     max_tiles = plan.tile_map.shape[1]
-    grid = (max_tiles * num_heads,)
-    _paged_prefill_kernel[grid](
-        query, kv_cache, scales, out, block_tables, query_start_loc, context_lens, plan.tile_map,
-        scale * LOG2E, max_tiles, num_heads,
-        query.stride(0), query.stride(1), out.stride(0), out.stride(1),
-        *kv_cache.stride()[:4], *s_strides, block_tables.stride(0),
-        GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-        PAGE=block_size, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, QUANTIZED=quantized,
-        DOT_F32=dot_in_fp32(), INTERPRET=interp,
-        PRECISION="ieee" if (interp or query.dtype == torch.float32) else "tf32",
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    num_heads = shape.num_heads
+    q_strides, o_strides = query.stride(), out.stride()
+    launch(_PREFILL, (max_tiles * num_heads, 1, 1),
+           (query, kv_cache, kv_scales if quantized else kv_cache, out, block_tables, query_start_loc,
+            context_lens, plan.tile_map), (scale * LOG2E, max_tiles, num_heads,
+            q_strides[0], q_strides[1], o_strides[0], o_strides[1],
+            *kv_cache.stride()[:4], *s_strides, block_tables.stride(0)),
+           (num_heads // shape.num_kv_heads, shape.head_dim, max(16, next_pow2(shape.head_dim)), shape.block_size,
+            cfg.block_m, cfg.block_n, quantized, interpreting, interpreting,
+            "ieee" if (interpreting or query.dtype == torch.float32) else "tf32"),
+           (("num_warps", cfg.num_warps), ("num_stages", cfg.num_stages)))
     return out
+
+
+_PREFILL = Kernel(_paged_prefill_kernel, "GROUP", "HEAD_DIM", "BLOCK_D", "PAGE", "BLOCK_M", "BLOCK_N", "QUANTIZED",
+                  "DOT_F32", "INTERPRET", "PRECISION")

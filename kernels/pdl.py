@@ -8,6 +8,8 @@ and only the gap between the two launches goes. The attention pass signals
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from kernels.triton_compat import is_interpreting
@@ -20,13 +22,22 @@ except ImportError:                    # an older Triton: the launcher never ask
 __all__ = ["gdc_launch_dependents", "gdc_wait", "use_pdl"]
 
 
-def use_pdl(device: torch.device, requested: bool | None) -> bool:
+@functools.cache
+def _major(index: int) -> int:
+    """Compute capability major of CUDA device `index`, asked once."""
+    return torch.cuda.get_device_capability(index)[0]
+
+
+def use_pdl(device: torch.device, requested: bool | None, interpreting: bool | None = None) -> bool:
     """Whether to launch the reduce with PDL: `requested` (None = wherever it
-    works: compiled CUDA code on compute capability 9.0 or later)."""
-    available = (not is_interpreting() and gdc_wait is not None and device.type == "cuda"
-                 and torch.cuda.get_device_properties(device).major >= 9)
+    works: compiled CUDA code on compute capability 9.0 or later). `interpreting`
+    spares the launcher a second read of TRITON_INTERPRET."""
+    if interpreting is None:
+        interpreting = is_interpreting()
+    available = (not interpreting and gdc_wait is not None and device.type == "cuda"
+                 and _major(torch.cuda.current_device() if device.index is None else device.index) >= 9)
     if requested and not available:
         raise ValueError(f"pdl=True needs compiled Triton on a CUDA device of compute capability >= 9.0 "
                          f"with griddepcontrol support; here: {device}"
-                         f"{', Triton interpreter' if is_interpreting() else ''}")
+                         f"{', Triton interpreter' if interpreting else ''}")
     return available if requested is None else bool(requested)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels.prefill_config import PrefillConfig, prefill_config
-from kernels.validation import check_block_tables, check_tensor
+from kernels.validation import check_index_tensors, check_indices, check_query_start_loc
 
 
 @dataclass(frozen=True)
@@ -24,31 +24,6 @@ class PrefillPlan:
     num_seqs: int
     num_tokens: int
     max_query_len: int
-
-
-def check_query_start_loc(query_start_loc: object, context_lens: object, num_tokens: int,
-                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Shapes and contents of the varlen metadata (one host sync). Returns
-    (query_start_loc, context_lens, max_query_len)."""
-    context_lens = check_tensor("context_lens", context_lens, 1, (torch.int32,), device)
-    query_start_loc = check_tensor("query_start_loc", query_start_loc, 1, (torch.int32,), device)
-    num_seqs = context_lens.shape[0]
-    if query_start_loc.shape[0] != num_seqs + 1:
-        raise ValueError(f"query_start_loc has {query_start_loc.shape[0]} entries, expected "
-                         f"num_seqs + 1 = {num_seqs + 1} (context_lens has {num_seqs})")
-    starts = query_start_loc.cpu().long()
-    lens = context_lens.cpu().long()
-    if int(starts[0]) != 0 or int(starts[-1]) != num_tokens:
-        raise ValueError(f"query_start_loc must run from 0 to the {num_tokens} query tokens, "
-                         f"got {int(starts[0])} .. {int(starts[-1])}")
-    query_lens = starts[1:] - starts[:-1]
-    if num_seqs and int(query_lens.min()) < 0:
-        raise ValueError("query_start_loc must be non-decreasing")
-    if num_seqs and bool((query_lens > lens).any()):
-        i = int((query_lens > lens).nonzero()[0])
-        raise ValueError(f"sequence {i} has {int(query_lens[i])} query tokens but context_lens "
-                         f"{int(lens[i])}: the queries must be the last tokens of the context")
-    return query_start_loc, context_lens, int(query_lens.max()) if num_seqs else 0
 
 
 def build_tile_map(query_start_loc: torch.Tensor, context_lens: torch.Tensor, num_tokens: int,
@@ -87,13 +62,13 @@ def build_tile_map(query_start_loc: torch.Tensor, context_lens: torch.Tensor, nu
 def plan_prefill(query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor,
                  num_tokens: int, num_blocks: int, block_size: int, head_dim: int,
                  query_dtype: torch.dtype, on_gpu: bool, **overrides: int | None) -> PrefillPlan:
-    """Validate a batch's index data (host syncs), choose the launch parameters
-    (`prefill_config`, with `overrides`) and build the tile map for them."""
+    """Validate a batch's index data (one host sync: kernels/index_checks.py),
+    choose the launch parameters (`prefill_config`, with `overrides`) and build
+    the tile map for them (on the device, no further sync)."""
     device = context_lens.device if isinstance(context_lens, torch.Tensor) else torch.device("cpu")
-    query_start_loc, context_lens, max_query_len = check_query_start_loc(
-        query_start_loc, context_lens, num_tokens, device)
-    num_seqs = context_lens.shape[0]
-    check_block_tables(block_tables, num_seqs, num_blocks, context_lens, block_size, device)
-    config = prefill_config(head_dim, query_dtype, on_gpu, max_query_len, **overrides)
+    num_seqs = check_index_tensors(block_tables, context_lens, None, device)
+    query_start_loc = check_query_start_loc(query_start_loc, num_seqs, device)
+    facts = check_indices(block_tables, context_lens, num_blocks, block_size, query_start_loc, num_tokens)
+    config = prefill_config(head_dim, query_dtype, on_gpu, facts.max_query_len, **overrides)
     tile_map = build_tile_map(query_start_loc, context_lens, num_tokens, config.block_m)
-    return PrefillPlan(tile_map, config, num_seqs, num_tokens, max_query_len)
+    return PrefillPlan(tile_map, config, num_seqs, num_tokens, facts.max_query_len)

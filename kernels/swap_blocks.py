@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import torch
 
-from kernels.validation import bit_copy_dtype
+from kernels.validation import bit_copy_dtype, check_block_mapping
 
 
 def _check(src: object, dst: object, mapping: object) -> tuple[torch.Tensor, torch.Tensor]:
-    for name, t in (("src", src), ("dst", dst), ("mapping", mapping)):
+    for name, t in (("src", src), ("dst", dst)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if src.dtype != dst.dtype:
@@ -33,19 +33,8 @@ def _check(src: object, dst: object, mapping: object) -> tuple[torch.Tensor, tor
     if src.dim() < 1 or src.shape[1:] != dst.shape[1:] or src.dim() != dst.dim():
         raise ValueError(f"dst shape {tuple(dst.shape)} must match src shape {tuple(src.shape)} except dim 0")
     bit_copy_dtype("src", src)
-    if mapping.dtype != torch.int64 or mapping.dim() != 2 or mapping.shape[1] != 2:
-        raise ValueError(f"mapping must be int64 [n, 2], got {mapping.dtype} {tuple(mapping.shape)}")
-    pairs = mapping.cpu()
+    pairs = check_block_mapping("mapping", mapping, src.shape[0], dst.shape[0], "src", "dst", disjoint=False)
     src_ids, dst_ids = pairs[:, 0], pairs[:, 1]
-    if pairs.shape[0]:
-        if int(src_ids.min()) < 0 or int(src_ids.max()) >= src.shape[0]:
-            bad = int(src_ids[(src_ids < 0) | (src_ids >= src.shape[0])][0])
-            raise ValueError(f"mapping source block {bad} outside src's {src.shape[0]} blocks")
-        if int(dst_ids.min()) < 0 or int(dst_ids.max()) >= dst.shape[0]:
-            bad = int(dst_ids[(dst_ids < 0) | (dst_ids >= dst.shape[0])][0])
-            raise ValueError(f"mapping destination block {bad} outside dst's {dst.shape[0]} blocks")
-        if dst_ids.unique().numel() != dst_ids.numel():
-            raise ValueError("mapping names a destination block twice")
     return src_ids, dst_ids
 
 

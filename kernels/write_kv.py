@@ -12,9 +12,10 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.launch import Kernel, launch, next_pow2
 from kernels.triton_compat import is_interpreting, round_half_even, to_fp8e4m3
-from kernels.validation import (QUANTIZED_DTYPES, QUERY_DTYPES, check_kv_cache, check_kv_scales,
-                                check_shape, check_tensor)
+from kernels.validation import (QUANTIZED_DTYPES, QUERY_DTYPES, check_device_runs_triton, check_kv_cache,
+                                check_kv_scales, check_shape, check_tensor)
 
 # Compiled Triton reads only constexpr globals inside @jit functions.
 _INT8_MAX = tl.constexpr(127.0)
@@ -68,9 +69,13 @@ def _write_kv_kernel(
         tl.store(dst + stride_ckv, v, mask=mask)
 
 
+_KERNEL = Kernel(_write_kv_kernel, "NUM_KV_HEADS", "HEADS_PAD", "HEAD_DIM", "HEAD_DIM_PAD", "BLOCK_SIZE", "QUANT",
+                 "IS_INT8", "INTERPRET")
+
+
 def _check_slots(slot_mapping: torch.Tensor, num_slots: int) -> None:
     """Every slot is -1 (skip) or inside the cache. One device sync."""
-    lo, hi = torch.stack([slot_mapping.min(), slot_mapping.max()]).tolist()
+    lo, hi = torch.stack(torch.aminmax(slot_mapping)).tolist()
     if lo < -1 or hi >= num_slots:
         bad = lo if lo < -1 else hi
         raise ValueError(f"slot_mapping holds slot {bad} outside the cache's {num_slots} slots "
@@ -107,22 +112,19 @@ def write_kv(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slo
     kv_scales = check_kv_scales(kv_scales, kv_cache)
     slot_mapping = check_tensor("slot_mapping", slot_mapping, 1, (torch.int32, torch.int64), device)
     check_shape("slot_mapping", slot_mapping, (num_tokens,))
-    if device.type != "cuda" and not is_interpreting():
-        raise ValueError(f"key is on {device}; write_kv needs a CUDA device (or TRITON_INTERPRET=1)")
+    interpreting = is_interpreting()
+    check_device_runs_triton("key", key, "write_kv", interpreting)
     if num_tokens == 0:
         return
     num_blocks, _, block_size = kv_cache.shape[:3]
     if check_indices:
         _check_slots(slot_mapping, num_blocks * block_size)
-    scales = kv_scales if quant else kv_cache      # a dummy pointer when unused
     s_strides = kv_scales.stride() if quant else (0, 0, 0, 0)
-    tile = triton.next_power_of_2(num_kv_heads) * triton.next_power_of_2(head_dim)
-    _write_kv_kernel[(num_tokens,)](
-        key, value, kv_cache, scales, slot_mapping,
-        key.stride(0), key.stride(1), value.stride(0), value.stride(1),
-        *kv_cache.stride()[:4], *s_strides,
-        NUM_KV_HEADS=num_kv_heads, HEADS_PAD=triton.next_power_of_2(num_kv_heads),
-        HEAD_DIM=head_dim, HEAD_DIM_PAD=triton.next_power_of_2(head_dim), BLOCK_SIZE=block_size,
-        QUANT=quant, IS_INT8=kv_cache.dtype == torch.int8, INTERPRET=is_interpreting(),
-        num_warps=8 if tile >= 4096 else 4 if tile >= 1024 else 2,
-    )
+    heads_pad, dim_pad = next_pow2(num_kv_heads), next_pow2(head_dim)
+    tile = heads_pad * dim_pad
+    k_strides, v_strides = key.stride(), value.stride()
+    launch(_KERNEL, (num_tokens, 1, 1),
+           (key, value, kv_cache, kv_scales if quant else kv_cache, slot_mapping),   # a dummy scales pointer when unused
+           (k_strides[0], k_strides[1], v_strides[0], v_strides[1], *kv_cache.stride()[:4], *s_strides),
+           (num_kv_heads, heads_pad, head_dim, dim_pad, block_size, quant, kv_cache.dtype == torch.int8, interpreting),
+           (("num_warps", 8 if tile >= 4096 else 4 if tile >= 1024 else 2),))

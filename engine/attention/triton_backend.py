@@ -21,6 +21,7 @@ import torch
 import kernels
 from engine.attention.backend import AttentionBackend
 from engine.attention.metadata import AttentionMetadata
+from kernels.decode_workspace import DecodeWorkspace
 from kernels.prefill_config import prefill_config
 from kernels.prefill_plan import PrefillPlan, build_tile_map
 from kernels.triton_compat import is_interpreting
@@ -34,6 +35,8 @@ class TritonBackend(AttentionBackend):
         # metadata can never be mistaken for it, even at a recycled address.
         self._plan_step: AttentionMetadata | None = None
         self._plans: dict[tuple[int, torch.dtype, torch.device], PrefillPlan] = {}
+        # Split-K partials reused by every layer and step (all on one stream).
+        self._decode_workspace = DecodeWorkspace()
 
     def prefill_plan(self, metadata: AttentionMetadata, head_dim: int, query_dtype: torch.dtype,
                      device: torch.device) -> PrefillPlan:
@@ -58,7 +61,7 @@ class TritonBackend(AttentionBackend):
         if metadata.is_decode_only:
             return kernels.paged_decode(query, kv_cache, metadata.block_tables, metadata.context_lens, scale,
                                         kv_scales, max_context_len=metadata.max_context_len,
-                                        check_indices=False)
+                                        check_indices=False, workspace=self._decode_workspace)
         plan = self.prefill_plan(metadata, query.shape[-1], query.dtype, query.device)
         return kernels.paged_prefill(query, kv_cache, metadata.block_tables, metadata.query_start_loc,
                                      metadata.context_lens, scale, kv_scales, plan=plan)

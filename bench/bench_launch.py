@@ -1,0 +1,143 @@
+"""Host cost of a launcher call beside a bare Triton launch measured in the same run.
+
+Goals (issue 11, section 5): an unchecked paged_decode / paged_prefill / write_kv
+call costs <= 2x the host time of a bare launch of an empty Triton kernel; a
+checked call <= one device sync + 50 us.
+
+Host time per call: time.perf_counter around N calls with no sync between them
+(the GPU runs behind; N stays far below the launch queue's depth), after a sync,
+median of ROUNDS rounds. "One device sync" is measured the same way for an
+unchecked call followed by torch.cuda.synchronize(): what any call that waits
+for the device once costs at least; a checked call's overhead is its time above
+that. GPU time is the unchecked call through bench.timing (CUDA graph, L2
+flushed), for scale. Shapes: 32/8/128 heads, bf16, block 16.
+"""
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from typing import Callable
+
+import pytest
+import torch
+import triton
+
+import kernels
+from bench.figures import record
+from bench.problems import decode_problem, prefill_problem, write_problem
+from bench.timing import Samples
+
+CALLS = 200          # per round: ~2-40 ms of host time, far below the ~1024 pending launches CUDA queues
+ROUNDS = 7
+UNCHECKED_GOAL = 2.0     # x a bare launch
+CHECKED_GOAL_US = 50.0   # above one device sync
+
+
+@triton.jit
+def _empty_kernel():
+    pass
+
+
+def bare_launch() -> None:
+    _empty_kernel[(1,)]()
+
+
+def host_seconds(fn: Callable[[], object], calls: int = CALLS, rounds: int = ROUNDS) -> list[float]:
+    """Host seconds per call, one figure per round: `calls` calls without a sync, then one."""
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        out.append((time.perf_counter() - start) / calls)
+        torch.cuda.synchronize()
+    return out
+
+
+def synced(fn: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        fn()
+        torch.cuda.synchronize()
+    return run
+
+
+def _decode_calls(batch: int, context: int) -> dict[str, Callable[[], object]]:
+    p = decode_problem(batch, context, 32, 8, 128, device="cuda", seed=batch + context)
+    out = torch.empty_like(p.query)
+    workspace = kernels.DecodeWorkspace()
+
+    def args() -> tuple:
+        return p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale
+    return {
+        "checked": lambda: kernels.paged_decode(*args(), out=out),
+        "unchecked": lambda: kernels.paged_decode(*args(), out=out, check_indices=False, max_context_len=p.context),
+        "unchecked_workspace": lambda: kernels.paged_decode(*args(), out=out, check_indices=False,
+                                                            max_context_len=p.context, workspace=workspace),
+    }
+
+
+def _prefill_calls(batch: int, seq_len: int) -> dict[str, Callable[[], object]]:
+    from kernels.prefill_plan import plan_prefill
+    p = prefill_problem(batch, seq_len, 32, 8, 128, device="cuda", seed=seq_len)
+    out = torch.empty_like(p.query)
+    num_blocks, _, block_size, _, head_dim = p.kv_cache.shape
+    plan = plan_prefill(p.query_start_loc, p.context_lens, p.block_tables, p.query.shape[0], num_blocks,
+                        block_size, head_dim, p.query.dtype, True)
+
+    def args() -> tuple:
+        return p.query, p.kv_cache, p.block_tables, p.query_start_loc, p.context_lens, p.scale
+    return {"checked": lambda: kernels.paged_prefill(*args(), out=out),
+            "unchecked": lambda: kernels.paged_prefill(*args(), out=out, plan=plan)}
+
+
+def _write_calls(num_tokens: int) -> dict[str, Callable[[], object]]:
+    p = write_problem(num_tokens, 8, 128, device="cuda", seed=num_tokens)
+    return {"checked": lambda: kernels.write_kv(p.key, p.value, p.kv_cache, p.slot_mapping),
+            "unchecked": lambda: kernels.write_kv(p.key, p.value, p.kv_cache, p.slot_mapping, check_indices=False)}
+
+
+CASES = {
+    "decode-B64-L4096": lambda: _decode_calls(64, 4096),
+    "decode-B8-L4096": lambda: _decode_calls(8, 4096),
+    "decode-B64-L256": lambda: _decode_calls(64, 256),
+    "prefill-B4-L1024": lambda: _prefill_calls(4, 1024),
+    "write_kv-T64": lambda: _write_calls(64),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", list(CASES))
+def test_launch_cost(case: str, benchmark, gpu_timer, l2_flush, bench_deadline) -> None:
+    bench_deadline()
+    gc.collect()
+    torch.cuda.empty_cache()
+    calls = CASES[case]()
+    bare = statistics.median(host_seconds(bare_launch))
+    info: dict[str, object] = {"kind": "launch", "case": case, "calls_per_round": CALLS, "rounds": ROUNDS,
+                               "bare_launch_us": bare * 1e6, "l2_flush": l2_flush.describe()}
+    gpu = gpu_timer(calls["unchecked"])
+    info["gpu_us"] = gpu.median * 1e6
+    info["sync_us"] = statistics.median(host_seconds(synced(calls["unchecked"]), calls=50)) * 1e6
+    lines = [f"\nlaunch {case}: bare launch {bare * 1e6:.1f} us, GPU {info['gpu_us']:.1f} us, "
+             f"unchecked + sync {info['sync_us']:.1f} us"]
+    unchecked_rounds: list[float] = []
+    for name, fn in calls.items():
+        rounds = host_seconds(fn, calls=50 if name == "checked" else CALLS)
+        us = statistics.median(rounds) * 1e6
+        info[f"{name}_us"] = us
+        if name == "checked":
+            over = us - info["sync_us"]
+            info.update(checked_over_sync_us=over, checked_goal_met=over <= CHECKED_GOAL_US)
+            lines.append(f"  checked {us:.1f} us = one sync + {over:.1f} us (goal <= +{CHECKED_GOAL_US:.0f})")
+        else:
+            info[f"{name}_vs_bare"] = us / (bare * 1e6)
+            info[f"{name}_goal_met"] = us <= UNCHECKED_GOAL * bare * 1e6
+            lines.append(f"  {name} {us:.1f} us = {us / (bare * 1e6):.2f}x bare (goal <= {UNCHECKED_GOAL:.0f}x)")
+            if name == "unchecked":
+                unchecked_rounds = rounds
+    record(benchmark, Samples(tuple(unchecked_rounds), "host"), info)
+    print("\n".join(lines))
