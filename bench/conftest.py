@@ -19,6 +19,8 @@ from typing import Callable
 
 import pytest
 
+from bench.gpu_spec import beside_ceilings, gpu_spec
+
 BENCH_DIR = Path(__file__).resolve().parent
 CEILINGS_KEY = pytest.StashKey[dict]()
 # Benchmark modules that import neither torch nor triton: collecting them needs no CUDA probe.
@@ -154,8 +156,11 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["triton"] = _version("triton")
     torch = sys.modules.get("torch")
     machine_info["cuda"] = torch.version.cuda if torch is not None else None
-    if CEILINGS_KEY in config.stash:
-        machine_info["ceilings"] = config.stash[CEILINGS_KEY]
+    ceilings = config.stash.get(CEILINGS_KEY, None)
+    if ceilings is not None:
+        machine_info["ceilings"] = ceilings
+    # the driver's datasheet figures beside what this run measured ({"absent": why} without CUDA)
+    machine_info["gpu_spec"] = beside_ceilings(gpu_spec(), ceilings)
 
 
 def pytest_benchmark_update_commit_info(config: pytest.Config, commit_info: dict) -> None:
