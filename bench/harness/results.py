@@ -38,12 +38,15 @@ class Series:
 
 @dataclass
 class Run:
-    """One side: where it came from, the machine it ran on, its benchmarks by full name."""
+    """One side: where it came from, the machine it ran on, its benchmarks by full name.
+    `machine` is what must match across sides; `machine_info` all its first file recorded
+    (the measured ceilings, the GPU's datasheet figures) for the reports."""
 
     source: Path
     machine: dict[str, str | int | None]
     benchmarks: dict[str, Series]
     commits: list[str] = field(default_factory=list)
+    machine_info: dict = field(default_factory=dict)
 
 
 def machine_identity(machine_info: dict) -> dict[str, str | int | None]:
@@ -107,6 +110,7 @@ def load_run(path: Path) -> Run:
     """Every benchmark of every round under `path`; HarnessInputError for anything unjudgeable."""
     path = Path(path)
     machine: dict | None = None
+    info: dict = {}
     benchmarks: dict[str, Series] = {}
     commits: list[str] = []
     for f in files_of(path):
@@ -115,6 +119,8 @@ def load_run(path: Path) -> Run:
         if machine is not None and ident != machine:
             raise HarnessInputError(f"{f}: ran on another machine than the other files of {path} "
                                     f"({describe_difference(machine, ident)})")
+        if machine is None:
+            info = doc.get("machine_info") or {}
         machine = ident
         commit = (doc.get("commit_info") or {}).get("id")
         if commit and commit not in commits:
@@ -125,7 +131,7 @@ def load_run(path: Path) -> Run:
                 raise HarnessInputError(f"{f}: a benchmark without a name")
             _add_round(benchmarks.setdefault(name, Series(name)), bench, f)
     assert machine is not None  # files_of returned at least one file
-    return Run(path, machine, benchmarks, commits)
+    return Run(path, machine, benchmarks, commits, info)
 
 
 def describe_difference(a: dict | None, b: dict | None) -> str:
