@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from bench.harness.compare import Settings, compare_runs
 from bench.harness.serving import RequestTimes, arrival_times, parse_slos, percentile_run, summarize
-from bench.harness.serving_sim import StepCost, prefix_sharing_workload, random_workload, simulate
+from bench.harness.serving_sim import StepCost, simulate
+from bench.harness.workloads import prefix_sharing_workload, random_workload
 
 
 def test_metrics_by_hand() -> None:

@@ -9,6 +9,7 @@ figures.py   which plots each suite's records get (named in suites.py), for comp
 suites.py    the suite registry; runner.py runs a suite through pytest-benchmark
 gate.py      base and head in git worktrees, interleaved rounds; calibrate.py A/A runs
 history.py   headline figures across committed results; matrix.py the conformance matrix
-serving.py   TTFT / TPOT / ITL / E2EL, arrivals, goodput; serving_sim.py the scheduler on a simulated clock
+serving.py   TTFT / TPOT / ITL / E2EL, arrivals, goodput; workloads.py random and prefix-sharing requests
+serving_sim.py  a workload on the scheduler with a simulated clock; serving_engine.py on the real LLMEngine
 plant.py     a known slowdown planted into real JSON; synthetic.py JSON with a known truth (tests)
 """

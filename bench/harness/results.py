@@ -8,6 +8,12 @@ and the statistics use the rounds (a bootstrap over rounds, the A/A noise floor)
 Raw samples come from `extra_info["samples_s"]` (the kernel benchmarks' CUDA-event
 times) or `stats["data"]`, which pytest-benchmark writes only with
 `--benchmark-save-data`; a benchmark with neither cannot be judged.
+
+A benchmark may also record figures of each timed run, seconds where lower is better,
+in `extra_info["per_run_s"]` ({figure: [one value per run]}: a serving run's p50 and
+p99 TTFT, say). Each becomes a benchmark of its own, `<name>::<figure>`, with the
+runs as its samples, so percentiles are gated over repeated runs by the same test
+as times, never on one run's p99.
 """
 from __future__ import annotations
 
@@ -130,8 +136,24 @@ def load_run(path: Path) -> Run:
             if not name:
                 raise HarnessInputError(f"{f}: a benchmark without a name")
             _add_round(benchmarks.setdefault(name, Series(name)), bench, f)
+            for figure in per_run_figures(bench, name, f):
+                _add_round(benchmarks.setdefault(figure["fullname"], Series(figure["fullname"])), figure, f)
     assert machine is not None  # files_of returned at least one file
     return Run(path, machine, benchmarks, commits, info)
+
+
+def per_run_figures(bench: dict, name: str, where: Path) -> list[dict]:
+    """The benchmark entries (name, fingerprint, samples) of a benchmark's per_run_s figures."""
+    extra = bench.get("extra_info") or {}
+    figures = extra.get("per_run_s")
+    if figures is None:
+        return []
+    if not isinstance(figures, dict) or not all(isinstance(v, list) for v in figures.values()):
+        raise HarnessInputError(f"{where}: benchmark {name!r}: extra_info['per_run_s'] must map each figure "
+                                "to a list of per-run values")
+    return [{"fullname": f"{name}::{key}",
+             "extra_info": {"fingerprint": extra.get("fingerprint"), "samples_s": values}}
+            for key, values in sorted(figures.items())]
 
 
 def describe_difference(a: dict | None, b: dict | None) -> str:

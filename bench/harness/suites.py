@@ -41,7 +41,7 @@ SUITES: tuple[Suite, ...] = (
     Suite("kernels", "paged_decode, paged_prefill and write_kv against the measured ceilings and peers (CUDA)",
           ("bench/bench_kernels_decode.py", "bench/bench_kernels_prefill.py", "bench/bench_kernels_write.py"),
           needs_cuda=True, pytest_args=("-m", "gpu"), figures=("roofline",)),
-    Suite("engine", "end-to-end engine throughput, TTFT and TPOT against HF generate",
+    Suite("engine", "SmolLM2 end to end: offline tokens/s against HF generate; serving TTFT, TPOT, ITL",
           ("bench/bench_engine*.py",), figures=("throughput_vs_peer",)),
 )
 
