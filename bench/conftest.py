@@ -39,6 +39,25 @@ def cuda_available() -> bool:
     return available
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("serving", "serving benchmarks (bench_engine_serving.py)")
+    group.addoption("--serving-percentiles", default="50,99", metavar="P,P",
+                    help="percentiles of TTFT / TPOT / ITL recorded and gated per run (default 50,99)")
+    group.addoption("--serving-slos", default="", metavar="'ttft:MS tpot:MS'",
+                    help="SLOs for goodput, e.g. 'ttft:500 tpot:300' (default: none, no goodput)")
+
+
+@pytest.fixture(scope="session")
+def serving_options(request: pytest.FixtureRequest) -> tuple[tuple[float, ...], dict[str, float]]:
+    """(percentiles, SLOs in seconds) from --serving-percentiles / --serving-slos."""
+    from bench.harness.serving import parse_percentiles, parse_slos
+    try:
+        return (parse_percentiles(request.config.getoption("--serving-percentiles")),
+                parse_slos(request.config.getoption("--serving-slos")))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA device (skipped cleanly without one)")
 
