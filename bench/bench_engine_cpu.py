@@ -5,7 +5,8 @@ Workload (the engine issue's): 16 chat prompts x 64 new tokens, greedy,
 ignore_eos; batch 16 (HF: one left-padded batch, SDPA) and batch 1. Printed per
 batch: tokens/s of both, the ratio, the step's limit on this machine (weight
 bytes over a read bandwidth and FLOPs over a matmul rate, both measured here in
-the same run), and where our step time goes (engine phases).
+the same run), and where our step time goes (engine phases). The fingerprint
+holds the workload and a digest of the tokens we produced.
 Run: `make bench` or `pytest bench/bench_engine_cpu.py --benchmark-only -s`.
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 
 import pytest
 import torch
+
+from bench.fingerprint import fingerprint, runs_digest, token_digest
 
 QUESTIONS = [
     "What is the capital of France?", "Explain photosynthesis in one paragraph.",
@@ -51,7 +54,9 @@ def setup():
 
     from engine import LLM
     from engine.model_executor.weights.smollm2 import smollm2_model_dir
-    llm = LLM(model="smollm2-135m", dtype="float32", swap_space=0.01, num_gpu_blocks=512)
+    # device="cpu" even where CUDA is there: HF runs on the CPU, so must we (a GPU engine
+    # against a CPU peer would time something else under this benchmark's name)
+    llm = LLM(model="smollm2-135m", dtype="float32", swap_space=0.01, num_gpu_blocks=512, device="cpu")
     tok = llm.get_tokenizer()
     prompts = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                        tokenize=True, return_dict=False) for q in QUESTIONS]
@@ -123,7 +128,10 @@ def test_engine_throughput_vs_hf(benchmark, setup, batch):
         "greedy_tokens_equal_hf": same, **{k: round(v, 2) for k, v in limits.items()},
         "phase_share": {k: round(v / total, 3) for k, v in phases.items()},
         "workload": {"prompts": batch, "prompt_tokens": sum(map(len, prompts)),
-                     "model": "smollm2-135m", "dtype": "float32"}})
+                     "model": "smollm2-135m", "dtype": "float32"},
+        "fingerprint": fingerprint(model="smollm2-135m", dtype="float32", batch=batch,
+                                   prompt_tokens=sum(map(len, prompts)), new_tokens=NEW_TOKENS, greedy=True,
+                                   rounds=ROUNDS, tokens=runs_digest(token_digest(t) for t in ours_tokens))})
     print(f"\nbatch {batch}: pagedlm {ours_tps:.1f} tok/s, HF generate {hf_tps:.1f} tok/s, "
           f"ratio {ours_tps / hf_tps:.2f}x; limit {limit_tps:.0f} tok/s "
           f"(read {limits['read_GBps']:.1f} GB/s, matmul {limits['matmul_GFLOPs']:.0f} GFLOP/s): "

@@ -19,6 +19,8 @@ from typing import Callable
 
 import pytest
 
+from bench.gpu_spec import beside_ceilings, gpu_spec
+
 BENCH_DIR = Path(__file__).resolve().parent
 CEILINGS_KEY = pytest.StashKey[dict]()
 # Benchmark modules that import neither torch nor triton: collecting them needs no CUDA probe.
@@ -35,6 +37,25 @@ def cuda_available() -> bool:
     if not available:
         os.environ.setdefault("TRITON_INTERPRET", "1")
     return available
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("serving", "serving benchmarks (bench_engine_serving.py)")
+    group.addoption("--serving-percentiles", default="50,99", metavar="P,P",
+                    help="percentiles of TTFT / TPOT / ITL recorded and gated per run (default 50,99)")
+    group.addoption("--serving-slos", default="", metavar="'ttft:MS tpot:MS'",
+                    help="SLOs for goodput, e.g. 'ttft:500 tpot:300' (default: none, no goodput)")
+
+
+@pytest.fixture(scope="session")
+def serving_options(request: pytest.FixtureRequest) -> tuple[tuple[float, ...], dict[str, float]]:
+    """(percentiles, SLOs in seconds) from --serving-percentiles / --serving-slos."""
+    from bench.harness.serving import parse_percentiles, parse_slos
+    try:
+        return (parse_percentiles(request.config.getoption("--serving-percentiles")),
+                parse_slos(request.config.getoption("--serving-slos")))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -154,8 +175,11 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["triton"] = _version("triton")
     torch = sys.modules.get("torch")
     machine_info["cuda"] = torch.version.cuda if torch is not None else None
-    if CEILINGS_KEY in config.stash:
-        machine_info["ceilings"] = config.stash[CEILINGS_KEY]
+    ceilings = config.stash.get(CEILINGS_KEY, None)
+    if ceilings is not None:
+        machine_info["ceilings"] = ceilings
+    # the driver's datasheet figures beside what this run measured ({"absent": why} without CUDA)
+    machine_info["gpu_spec"] = beside_ceilings(gpu_spec(), ceilings)
 
 
 def pytest_benchmark_update_commit_info(config: pytest.Config, commit_info: dict) -> None:

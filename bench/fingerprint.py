@@ -35,3 +35,13 @@ def token_digest(token_ids: Iterable[Iterable[int]]) -> str:
         h.update(",".join(str(int(t)) for t in seq).encode())
         h.update(b";")
     return h.hexdigest()[:16]
+
+
+def runs_digest(digests: Iterable[str]) -> str:
+    """The token digest of repeated runs of one workload: the one digest when every run
+    produced the same tokens, else all of them joined, so a comparison with a side that
+    ran deterministically is refused (the tokens differ) rather than judged."""
+    found = sorted(set(digests))
+    if not found:
+        raise ValueError("runs_digest: no runs")
+    return "|".join(found)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.harness import plant, plots, synthetic
+from bench.harness import figures, plant, plots, plots_engine, synthetic
 from bench.harness.commands import compare_main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -96,3 +96,43 @@ def test_plant_scales_only_the_named_benchmark(tmp_path, capsys) -> None:
     assert out["commit_info"]["planted"] == "test_a x1.5"
     assert plant.main([str(src), str(dst), "--benchmark", "nothing", "--factor", "2"]) == 2
     assert "matches no benchmark" in capsys.readouterr().err
+
+
+ENGINE_JSON = Path(__file__).resolve().parent.parent / "bench" / "results" / "cpu" / "bench_engine_cpu.json"
+
+
+def test_engine_points_are_the_committed_figures() -> None:
+    records = json.loads(ENGINE_JSON.read_text())["benchmarks"]
+    [(key, points)] = plots_engine.panels(records).items()
+    assert key == "smollm2-135m float32"
+    assert [(p.batch, p.ours, p.peer, p.limit, p.same_tokens) for p in points] == [
+        (1, 9.75, 9.44, 33.9, True), (16, 49.24, 59.56, 365.3, True)]          # sorted by batch
+    twice = records + records[:1]
+    with pytest.raises(ValueError, match="two records of one batch size"):
+        plots_engine.panels(twice)
+    with pytest.raises(ValueError, match="without hf_tokens_per_s"):
+        plots_engine.engine_point({"batch": 1, "ours_tokens_per_s": 3.0})
+
+
+@needs_matplotlib
+def test_compare_plots_the_engine_against_its_peer_from_the_committed_json(tmp_path) -> None:
+    report, folder = tmp_path / "report.md", tmp_path / "plots"
+    assert compare_main([str(ENGINE_JSON), str(ENGINE_JSON), "--report", str(report), "--plots", str(folder)]) == 0
+    png = folder / "engine_throughput_vs_peer.png"
+    assert png.read_bytes()[:8] == PNG and png.stat().st_size > 10_000
+    assert "![engine_throughput_vs_peer](plots/engine_throughput_vs_peer.png)" in report.read_text()
+
+
+@needs_matplotlib
+def test_the_suite_registry_decides_which_figures_a_record_gets(tmp_path) -> None:
+    engine = json.loads(ENGINE_JSON.read_text())
+    kernel = {"fullname": "bench/bench_kernels_decode.py::test_paged_decode[x]", "extra_info": {
+        "kind": "decode", "batch": 2, "num_heads": 8, "num_kv_heads": 2, "context": 100, "head_dim": 64,
+        "bytes": 51200, "median_s": 1e-5, "ceiling_read_gbps": 3000.0, "ceiling_matmul_tflops": 800.0}}
+    stray = {**engine["benchmarks"][0], "fullname": "bench/x.py::test_not_in_a_suite"}
+    got = figures.suite_figures(engine["benchmarks"] + [kernel, stray], tmp_path, engine["machine_info"])
+    assert [p.name for p in got] == ["kernels_roofline.png", "engine_throughput_vs_peer.png"]
+    assert figures.suite_figures([stray], tmp_path / "none", engine["machine_info"]) == []
+    # the scheduler suite names no figure, so its records get none
+    sched = {"fullname": "bench/bench_scheduler.py::test_schedule_update[256]", "extra_info": kernel["extra_info"]}
+    assert figures.suite_figures([sched], tmp_path / "none", {}) == []

@@ -67,6 +67,8 @@ def test_one_tiny_real_run(tmp_path, capsys) -> None:
     doc = json.loads((out / "prefix" / "round0.json").read_text())
     machine = doc["machine_info"]
     assert machine["cpu_cores"] >= 1 and machine["cpu_model"] and "gpu" in machine and machine["torch"]
+    spec = machine["gpu_spec"]                                     # the driver's figures, or why not
+    assert spec.get("theoretical_bandwidth_gbps", 0) > 0 or spec["absent"]
     [bench] = doc["benchmarks"]
     assert len(bench["stats"]["data"]) == 100                      # raw samples, BENCH_QUICK's rounds
     assert bench["extra_info"]["fingerprint"] == {"prompt_tokens": 2048, "block_size": 16, "rounds": 100,

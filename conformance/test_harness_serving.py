@@ -12,8 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.harness.compare import Settings, compare_runs
-from bench.harness.serving import RequestTimes, arrival_times, parse_slos, percentile_run, summarize
-from bench.harness.serving_sim import StepCost, prefix_sharing_workload, random_workload, simulate
+from bench.harness.serving import (RequestTimes, arrival_times, parse_percentiles, parse_slos, percentile_run,
+                                   summarize)
+from bench.harness.serving_sim import StepCost, simulate
+from bench.harness.workloads import prefix_sharing_workload, random_workload
 
 
 def test_metrics_by_hand() -> None:
@@ -91,3 +93,11 @@ def test_percentiles_gated_over_repeated_runs() -> None:
     c = compare_runs(base, slow, Settings(resamples=50))
     failing = {v.name for v in c.regressions}
     assert {"median_ttft", "median_tpot"} <= failing and all(v.unit == "rounds" for v in c.verdicts)
+
+
+def test_percentile_parsing() -> None:
+    assert parse_percentiles("50,90,99") == (50.0, 90.0, 99.0) and parse_percentiles("99.9") == (99.9,)
+    with pytest.raises(ValueError, match="must be in"):
+        parse_percentiles("0,50")
+    with pytest.raises(ValueError, match="'p99': not a number"):
+        parse_percentiles("50, p99")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -41,14 +42,12 @@ def publish(c: Comparison, args: argparse.Namespace) -> int:
     from bench.harness import markdown
     plots: list[Path] = []
     if args.plots is not None:
+        from bench.harness import figures
         from bench.harness import plots as charts
         try:
             plots = charts.distributions(c, args.plots)
-            kernels = [{"extra_info": s.extra_info} for s in c.head.benchmarks.values()
-                       if charts.kernel_point(s.extra_info) is not None]
-            if kernels:
-                plots.append(charts.roofline(kernels, args.plots / "roofline.png",
-                                             f"head kernels on {c.head.machine.get('gpu') or 'this GPU'}"))
+            records = [{"fullname": s.name, "extra_info": s.extra_info} for s in c.head.benchmarks.values()]
+            plots += figures.suite_figures(records, args.plots, c.head.machine_info, label="head: ")
         except ValueError as exc:
             raise HarnessInputError(str(exc)) from exc
     text = markdown.render(c, plots, args.report.parent if args.report else Path.cwd())
@@ -204,8 +203,11 @@ def history(args: argparse.Namespace) -> int:
                                     f"{args.device or 'any device'}")
         text = "\n".join(texts)
         if args.plot is not None:
-            png = hist.trend(by_device, args.plot)
-            text += f"\n![history]({png.name if args.report is None else png})\n"
+            pngs = [hist.trend(by_device, args.plot)]
+            pngs += [p for device, points in by_device.items() if points
+                     for p in points[-1].figures(args.plot.parent, device)]
+            base = (args.report or args.plot).parent
+            text += "".join(f"\n![{png.stem}]({os.path.relpath(png, base)})\n" for png in pngs)
     except (HarnessInputError, ValueError) as exc:
         return fail(exc, prog)
     if args.report is not None:

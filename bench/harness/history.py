@@ -5,7 +5,9 @@ there, such as the sweeps, is left out and counted) is one point, named by the
 commit it measured (commit_info, or the SOURCE_COMMIT line of a machine.txt beside
 it, which bench/report.py also reads) and ordered by that commit's time. The
 figure per benchmark is its median time; the table has a column per commit and the
-PNG a line per benchmark, relative to its first point (asv-style).
+PNG a line per benchmark, relative to its first point (asv-style). With the PNG
+come the suites' figures (the roofline, the engine against its peer) of each
+device's newest commit.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness.results import HarnessInputError
+from bench.harness.results import MANIFEST, HarnessInputError
 
 COMMIT_LINE = re.compile(r"^commit ([0-9a-f]{7,40}) \(from SOURCE_COMMIT\)", re.M)
 
@@ -25,6 +27,14 @@ class Point:
     time: str
     files: list[str] = field(default_factory=list)
     medians: dict[str, float] = field(default_factory=dict)   # {benchmark: seconds}
+    records: dict[str, dict] = field(default_factory=dict)    # {benchmark: its entry, one round's}
+    machine_info: dict = field(default_factory=dict)
+
+    def figures(self, folder: Path, device: str) -> list[Path]:
+        """This commit's suite figures (bench/harness/figures.py), named after the device."""
+        from bench.harness.figures import suite_figures
+        return suite_figures(list(self.records.values()), folder, self.machine_info,
+                             label=f"{device} {self.commit}: ", prefix=f"{device}_")
 
 
 def _commit_of(path: Path, doc: dict, top: Path) -> tuple[str, str]:
@@ -51,7 +61,7 @@ def collect(device_dir: Path) -> tuple[list[Point], int]:
     """The points of one device folder, oldest commit first; and how many files were skipped."""
     points: dict[str, Point] = {}
     skipped = 0
-    for path in sorted(device_dir.rglob("*.json")):
+    for path in sorted(p for p in device_dir.rglob("*.json") if p.name != MANIFEST):  # what `bench run` ran
         try:
             doc = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -61,11 +71,13 @@ def collect(device_dir: Path) -> tuple[list[Point], int]:
             skipped += 1
             continue
         commit, when = _commit_of(path, doc, device_dir)
-        point = points.setdefault(commit, Point(commit, when))
+        point = points.setdefault(commit, Point(commit, when, machine_info=doc["machine_info"] or {}))
         point.files.append(str(path.relative_to(device_dir)))
         for bench in doc["benchmarks"]:
             median = _median(bench)
             name = bench.get("fullname") or bench.get("name")
+            if name:
+                point.records[name] = {"fullname": name, "extra_info": bench.get("extra_info") or {}}
             if median is not None and name:
                 # several rounds of one commit: keep the median of their medians
                 point.medians.setdefault(name, []).append(median)  # type: ignore[arg-type]

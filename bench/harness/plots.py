@@ -5,6 +5,8 @@ distributions(): per benchmark, base and head samples relative to the base media
   shaded, the panel titled with the verdict.
 roofline(): kernel records on a roofline, arithmetic intensity against achieved
   TFLOP/s, under the read-bandwidth and matmul ceilings measured in the same run.
+The engine's throughput plot is in plots_engine.py; which suite gets which plot is
+said in suites.py (figures.py draws them).
 """
 from __future__ import annotations
 
@@ -99,8 +101,10 @@ def kernel_point(info: dict) -> tuple[float, float, str] | None:
     return flops / nbytes, flops / t / 1e12, kind
 
 
-def roofline(records: list[dict], path: Path, title: str) -> Path:
-    """The roofline PNG of kernel records (pytest-benchmark 'benchmarks' entries)."""
+def roofline(records: list[dict], path: Path, title: str, theoretical_gbps: float | None = None) -> Path:
+    """The roofline PNG of kernel records (pytest-benchmark 'benchmarks' entries); with
+    `theoretical_gbps` (the driver's datasheet bandwidth, bench/gpu_spec.py) its roof
+    dashed above the measured one."""
     plt = _pyplot()
     infos = [r.get("extra_info", {}) for r in records]
     points = [(kernel_point(i), i) for i in infos]
@@ -113,6 +117,9 @@ def roofline(records: list[dict], path: Path, title: str) -> Path:
     ai = np.logspace(-0.5, 4, 200)
     ax.plot(ai, np.minimum(ai * read / 1e3, peak), color="k", lw=1.5,
             label=f"roofline: read {read:.0f} GB/s, bf16 matmul {peak:.0f} TFLOP/s (measured)")
+    if theoretical_gbps:
+        ax.plot(ai, np.minimum(ai * theoretical_gbps / 1e3, peak), color="#7f8c8d", lw=1, ls="--",
+                label=f"theoretical bandwidth {theoretical_gbps:.0f} GB/s (driver: 2 x memory clock x bus width)")
     markers = {"decode": ("o", "#2e86c1"), "prefill": ("s", "#c0392b")}
     for kind, (marker, colour) in markers.items():
         mine = [(p, i) for p, i in points if p[2] == kind]
@@ -127,7 +134,7 @@ def roofline(records: list[dict], path: Path, title: str) -> Path:
     ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOPs / byte)",
            ylabel="achieved TFLOP/s", title=title)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")   # the empty corner: high intensity, low throughput
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -8,6 +8,12 @@ and the statistics use the rounds (a bootstrap over rounds, the A/A noise floor)
 Raw samples come from `extra_info["samples_s"]` (the kernel benchmarks' CUDA-event
 times) or `stats["data"]`, which pytest-benchmark writes only with
 `--benchmark-save-data`; a benchmark with neither cannot be judged.
+
+A benchmark may also record figures of each timed run, seconds where lower is better,
+in `extra_info["per_run_s"]` ({figure: [one value per run]}: a serving run's p50 and
+p99 TTFT, say). Each becomes a benchmark of its own, `<name>::<figure>`, with the
+runs as its samples, so percentiles are gated over repeated runs by the same test
+as times, never on one run's p99.
 """
 from __future__ import annotations
 
@@ -38,12 +44,15 @@ class Series:
 
 @dataclass
 class Run:
-    """One side: where it came from, the machine it ran on, its benchmarks by full name."""
+    """One side: where it came from, the machine it ran on, its benchmarks by full name.
+    `machine` is what must match across sides; `machine_info` all its first file recorded
+    (the measured ceilings, the GPU's datasheet figures) for the reports."""
 
     source: Path
     machine: dict[str, str | int | None]
     benchmarks: dict[str, Series]
     commits: list[str] = field(default_factory=list)
+    machine_info: dict = field(default_factory=dict)
 
 
 def machine_identity(machine_info: dict) -> dict[str, str | int | None]:
@@ -107,6 +116,7 @@ def load_run(path: Path) -> Run:
     """Every benchmark of every round under `path`; HarnessInputError for anything unjudgeable."""
     path = Path(path)
     machine: dict | None = None
+    info: dict = {}
     benchmarks: dict[str, Series] = {}
     commits: list[str] = []
     for f in files_of(path):
@@ -115,6 +125,8 @@ def load_run(path: Path) -> Run:
         if machine is not None and ident != machine:
             raise HarnessInputError(f"{f}: ran on another machine than the other files of {path} "
                                     f"({describe_difference(machine, ident)})")
+        if machine is None:
+            info = doc.get("machine_info") or {}
         machine = ident
         commit = (doc.get("commit_info") or {}).get("id")
         if commit and commit not in commits:
@@ -124,8 +136,24 @@ def load_run(path: Path) -> Run:
             if not name:
                 raise HarnessInputError(f"{f}: a benchmark without a name")
             _add_round(benchmarks.setdefault(name, Series(name)), bench, f)
+            for figure in per_run_figures(bench, name, f):
+                _add_round(benchmarks.setdefault(figure["fullname"], Series(figure["fullname"])), figure, f)
     assert machine is not None  # files_of returned at least one file
-    return Run(path, machine, benchmarks, commits)
+    return Run(path, machine, benchmarks, commits, info)
+
+
+def per_run_figures(bench: dict, name: str, where: Path) -> list[dict]:
+    """The benchmark entries (name, fingerprint, samples) of a benchmark's per_run_s figures."""
+    extra = bench.get("extra_info") or {}
+    figures = extra.get("per_run_s")
+    if figures is None:
+        return []
+    if not isinstance(figures, dict) or not all(isinstance(v, list) for v in figures.values()):
+        raise HarnessInputError(f"{where}: benchmark {name!r}: extra_info['per_run_s'] must map each figure "
+                                "to a list of per-run values")
+    return [{"fullname": f"{name}::{key}",
+             "extra_info": {"fingerprint": extra.get("fingerprint"), "samples_s": values}}
+            for key, values in sorted(figures.items())]
 
 
 def describe_difference(a: dict | None, b: dict | None) -> str:

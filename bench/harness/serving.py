@@ -78,6 +78,20 @@ def parse_slos(text: str) -> dict[str, float]:
     return out
 
 
+def parse_percentiles(text: str) -> tuple[float, ...]:
+    """'50,90,99' -> (50.0, 90.0, 99.0): the percentiles reported (and gated) of each metric."""
+    out = []
+    for part in text.split(","):
+        try:
+            p = float(part)
+        except ValueError:
+            raise ValueError(f"percentile {part.strip()!r}: not a number (expected e.g. 50,90,99)") from None
+        if not 0 < p <= 100:
+            raise ValueError(f"percentile {p:g}: must be in (0, 100]")
+        out.append(p)
+    return tuple(out)
+
+
 def _values(requests: Sequence[RequestTimes], metric: str) -> list[float]:
     if metric == "itl":
         return [x for r in requests for x in r.itl]

@@ -1,9 +1,9 @@
 """Serving workloads run on the real (torch-free) scheduler with a simulated model clock.
 
-Until the engine suites land, this is how the serving metrics are exercised: the
-scheduler of engine/core decides every step, a step costs `base_s + per_token_s x
-batched tokens` (times a seeded log-normal jitter, the machine's noise), and each
-request's token times are read off that clock. The prefix cache lives in the
+The torch-free check of the serving metrics (serving_engine.py runs the same
+workloads on the real engine): the scheduler of engine/core decides every step, a
+step costs `base_s + per_token_s x batched tokens` (times a seeded log-normal
+jitter, the machine's noise), and each request's token times are read off that clock. The prefix cache lives in the
 scheduler built per run, so it starts empty every round.
 """
 from __future__ import annotations
@@ -14,19 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.fingerprint import token_digest
-from bench.harness.serving import RequestTimes, arrival_times
+from bench.harness.serving import RequestTimes
+from bench.harness.workloads import Workload
 from engine.core.config import CacheConfig, SchedulerConfig
 from engine.core.scheduler import Scheduler
 
 TOKEN = 7  # every sampled token: never a stop token, so each request runs to its length
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    prompts: list[list[int]]
-    output_lens: list[int]
-    arrivals: list[float]
 
 
 @dataclass(frozen=True)
@@ -38,25 +31,6 @@ class StepCost:
     def __call__(self, tokens: int, gen: np.random.Generator) -> float:
         noise = math.exp(gen.normal(0.0, self.jitter)) if self.jitter else 1.0
         return (self.base_s + self.per_token_s * tokens) * noise
-
-
-def random_workload(n: int, prompt_len: int, output_len: int, rate: float, burstiness: float = 1.0,
-                    seed: int = 0, vocab: int = 32000) -> Workload:
-    gen = np.random.default_rng(seed)
-    prompts = [gen.integers(0, vocab, prompt_len).tolist() for _ in range(n)]
-    return Workload("random", prompts, [output_len] * n, arrival_times(n, rate, burstiness, seed))
-
-
-def prefix_sharing_workload(groups: int, per_group: int, system_len: int, question_len: int, output_len: int,
-                            rate: float, burstiness: float = 1.0, seed: int = 0, vocab: int = 32000) -> Workload:
-    """`groups` system prompts of `system_len` tokens, each followed by `per_group` questions;
-    requests interleave the groups (as users of several apps arrive)."""
-    gen = np.random.default_rng(seed)
-    systems = [gen.integers(0, vocab, system_len).tolist() for _ in range(groups)]
-    prompts = [systems[i % groups] + gen.integers(0, vocab, question_len).tolist()
-               for i in range(groups * per_group)]
-    n = len(prompts)
-    return Workload("prefix-sharing", prompts, [output_len] * n, arrival_times(n, rate, burstiness, seed))
 
 
 def simulate(w: Workload, cost: StepCost, seed: int = 0, block_size: int = 16, num_gpu_blocks: int = 4096,

@@ -1,12 +1,15 @@
 """The suite registry: which benchmark files a suite runs and what it needs.
 
-A new suite is a new entry here (the engine suites plug in when their files land),
-not a special case in the runner. Files are globs relative to the tree's root, so
-the gate can ask a base revision's tree which of them it has.
+A new suite is a new entry here, not a special case in the runner or the reports.
+Files are globs relative to the tree's root, so the gate can ask a base revision's
+tree which of them it has, and a report can tell which suite a benchmark (named
+`path::test`) belongs to. `figures` names the plots of bench/harness/figures.py the
+reports draw from the suite's records.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 
@@ -17,6 +20,12 @@ class Suite:
     files: tuple[str, ...]           # globs relative to the tree root
     needs_cuda: bool = False
     pytest_args: tuple[str, ...] = ()
+    figures: tuple[str, ...] = ()    # keys of bench.harness.figures.FIGURES
+
+    def owns(self, benchmark: str) -> bool:
+        """Whether a benchmark's full name ('bench/x.py::test[...]') is one of this suite's files."""
+        path = benchmark.split("::", 1)[0]
+        return any(fnmatchcase(path, pattern) for pattern in self.files)
 
     def paths(self, tree: Path) -> list[Path]:
         """The suite's files that exist in `tree`, sorted, relative to it."""
@@ -31,9 +40,9 @@ SUITES: tuple[Suite, ...] = (
           ("bench/bench_prefix_cache.py",)),
     Suite("kernels", "paged_decode, paged_prefill and write_kv against the measured ceilings and peers (CUDA)",
           ("bench/bench_kernels_decode.py", "bench/bench_kernels_prefill.py", "bench/bench_kernels_write.py"),
-          needs_cuda=True, pytest_args=("-m", "gpu")),
-    Suite("engine", "end-to-end engine throughput, TTFT and TPOT against HF generate",
-          ("bench/bench_engine*.py",)),
+          needs_cuda=True, pytest_args=("-m", "gpu"), figures=("roofline",)),
+    Suite("engine", "SmolLM2 end to end: offline tokens/s against HF generate; serving TTFT, TPOT, ITL",
+          ("bench/bench_engine*.py",), figures=("throughput_vs_peer",)),
 )
 
 
