@@ -93,3 +93,16 @@ def test_wide_tables_span_several_column_tiles() -> None:
     table[0, 200] = 5
     with pytest.raises(ValueError, match="block id 5 outside the cache's 1 blocks"):
         check_indices(table.to(DEVICE), lens.to(DEVICE), 1, 4)
+
+
+@given(batches())
+def test_host_facts_equal_the_kernels(case: dict) -> None:
+    """Host-memory tensors on a GPU machine take the host path: it must give the kernel's facts."""
+    from kernels.index_checks import host_index_facts, read_index_facts
+    table = torch.tensor(case["table"], dtype=torch.int32).reshape(len(case["lens"]), -1)
+    lens = torch.tensor(case["lens"], dtype=torch.int32)
+    starts = None if case["starts"] is None else torch.tensor(case["starts"], dtype=torch.int32)
+    on = (lambda t: None if t is None else t.to(DEVICE))
+    defined = 3 if starts is None else 8           # facts 3-7 are only written with query_start_loc
+    assert host_index_facts(table, lens, case["num_blocks"], case["block_size"], starts)[:defined] == \
+        read_index_facts(on(table), on(lens), case["num_blocks"], case["block_size"], on(starts))[:defined]

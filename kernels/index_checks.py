@@ -79,12 +79,39 @@ _KERNEL = Kernel(_index_facts_kernel, "HAS_QSL", "ROWS", "COLS")
 def read_index_facts(block_tables: torch.Tensor, context_lens: torch.Tensor, num_blocks: int, block_size: int,
                      query_start_loc: torch.Tensor | None = None) -> list[int]:
     """The facts above (one launch, one device-to-host read). Shapes, dtypes and
-    devices must have been checked; num_seqs >= 1."""
+    devices must have been checked; num_seqs >= 1. Tensors in host memory (a plan
+    built from CPU tensors for a GPU launch) are read on the host: a GPU kernel
+    cannot reach them, and there is no sync to save."""
     num_seqs, num_cols = block_tables.shape
     has_qsl = query_start_loc is not None
+    if block_tables.device.type == "cpu" and _KERNEL.jit:
+        return host_index_facts(block_tables, context_lens, num_blocks, block_size, query_start_loc)
     facts = torch.empty(NUM_FACTS, dtype=torch.int64, device=block_tables.device)
     launch(_KERNEL, (1, 1, 1),
            (block_tables, context_lens, query_start_loc if has_qsl else context_lens, facts),
            (num_seqs, num_cols, num_blocks, block_size, block_tables.stride(0)),
            (has_qsl, _ROWS, _COLS), (("num_warps", 4),))
     return facts.tolist()
+
+
+def host_index_facts(block_tables: torch.Tensor, context_lens: torch.Tensor, num_blocks: int, block_size: int,
+                     query_start_loc: torch.Tensor | None = None) -> list[int]:
+    """The same facts computed with plain Python over host copies (the kernel's oracle too)."""
+    lens = [int(n) for n in context_lens.tolist()]
+    table = block_tables.tolist()
+    num_cols = len(table[0]) if table else 0
+    facts = [min(lens), max(lens), NONE] + [NONE] * (NUM_FACTS - 3)
+    for row, (n, ids) in enumerate(zip(lens, table)):
+        used = min(-(-max(n, 0) // block_size), num_cols)
+        for col in range(used):
+            if not 0 <= ids[col] < num_blocks:
+                facts[2] = min(facts[2], row * num_cols + col)
+                break
+    if query_start_loc is not None:
+        qsl = [int(x) for x in query_start_loc.tolist()]
+        q_lens = [b - a for a, b in zip(qsl, qsl[1:])]
+        facts[3], facts[4] = qsl[0], qsl[len(lens)]
+        facts[5] = next((i for i, q in enumerate(q_lens) if q < 0), NONE)
+        facts[6] = next((i for i, (q, n) in enumerate(zip(q_lens, lens)) if q > n), NONE)
+        facts[7] = max(q_lens)
+    return facts
