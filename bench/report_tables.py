@@ -180,3 +180,15 @@ def goals_table(records: list[Record]) -> str:
         rows.append([f"{dtype} decode faster than bf16 by ~ the byte ratio ({want:.2f}×)", f"{got:.2f}×",
                      f"{100 * got / want:.0f}% of the byte ratio"])
     return table(["goal", "measured", "verdict"], rows)
+
+
+def launch_table(records: list[Record]) -> str:
+    """Host time per call (bench_launch.py) beside a bare Triton launch measured in the same run."""
+    infos = of_kind(records, "launch")
+    rows = [[i["case"], _num(i["bare_launch_us"], ".1f"), _num(i["gpu_us"], ".1f"),
+             _num(i["unchecked_us"], ".1f"), _x(i.get("unchecked_vs_bare")),
+             _num(i.get("unchecked_workspace_us"), ".1f"), _num(i["sync_us"], ".1f"), _num(i["checked_us"], ".1f"),
+             _num(i["checked_over_sync_us"], "+.1f")] for i in infos]
+    return table(["call", "bare launch µs", "GPU µs", "unchecked µs", "unchecked / bare (goal ≤ 2×)",
+                  "unchecked, own workspace µs", "unchecked + sync µs", "checked µs",
+                  "checked − (unchecked + sync) µs (goal ≤ +50)"], rows)
