@@ -10,6 +10,8 @@ with the arithmetic of kernels/README.md ("Quantised caches").
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +35,9 @@ def _quantize(x: torch.Tensor, cache_dtype: torch.dtype) -> tuple[torch.Tensor, 
 
 class TorchBackend(AttentionBackend):
     name = "torch"
+
+    def __init__(self) -> None:
+        self._plan: _DecodePlan | None = None     # this step's decode plan (see _decode_plan)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 kv_cache: torch.Tensor, kv_scales: torch.Tensor | None,
@@ -110,32 +115,70 @@ class TorchBackend(AttentionBackend):
             out.append(rows.to(dtype).view(n, -1, *rows.shape[2:]))
         return out[0], out[1]
 
+    def _decode_plan(self, metadata: AttentionMetadata, hkv: int, group: int,
+                     device: torch.device) -> _DecodePlan:
+        """What every layer's decode attention shares in one step, built by the first layer."""
+        plan = self._plan
+        if plan is not None and plan.metadata is metadata and plan.shape == (hkv, group):
+            return plan
+        nd = metadata.num_decodes
+        lens = metadata.context_lens_host[:nd]
+        block_size = metadata.block_size
+        width = -(-max(lens) // block_size)
+        padded_ctx = width * block_size
+        idx = metadata.block_tables[:nd, :width].reshape(-1).long()
+        # Row (n, slot, head') of a sequence's flat K is visible to query head (h, g) of that
+        # sequence iff head' == h and slot < its context: an additive 0 / -inf bias.
+        slot = torch.arange(padded_ctx, device=device)
+        live = slot.unsqueeze(0) < metadata.context_lens[:nd].unsqueeze(1)                  # [nd, c]
+        heads = torch.arange(hkv, device=device)
+        same = heads.view(hkv, 1, 1, 1) == heads.view(1, 1, 1, hkv)                          # [h, 1, 1, h']
+        seen = live.view(nd, 1, 1, padded_ctx, 1) & same.unsqueeze(0)                       # [nd, h, 1, c, h']
+        bias = torch.zeros(seen.shape, dtype=torch.float32, device=device).masked_fill_(~seen, float("-inf"))
+        bias = bias.expand(nd, hkv, group, padded_ctx, hkv).reshape(nd, hkv * group, padded_ctx * hkv)
+        # Flat rows (n, slot) past a context: zeroed in K and V (a slot may hold NaN, which an
+        # additive bias keeps and 0 * NaN is NaN).
+        dead = (~live).reshape(-1).nonzero().squeeze(1) if min(lens) < padded_ctx else None
+        self._plan = _DecodePlan(metadata, (hkv, group), idx, width, bias, dead)
+        return self._plan
+
     def _decodes(self, query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor | None,
                  metadata: AttentionMetadata, scale: float) -> torch.Tensor:
-        """All decodes in one batched attention: contexts padded to the longest, the padding
-        zeroed (a slot may hold NaN; 0 probability times NaN is still NaN) and masked."""
-        nd = metadata.num_decodes
-        max_ctx = max(metadata.context_lens_host[:nd])
-        k, v = self._gather(kv_cache, kv_scales, metadata.block_tables[:nd], max_ctx, query.dtype)
-        k, v = k[:, :max_ctx], v[:, :max_ctx]
-        mask = None
-        if min(metadata.context_lens_host[:nd]) < max_ctx:
-            cols = torch.arange(max_ctx, device=query.device)
-            valid = cols.unsqueeze(0) < metadata.context_lens[:nd].unsqueeze(1)   # [nd, c]
-            k.masked_fill_(~valid[:, :, None, None], 0)        # in place: the gather's own copy
-            v.masked_fill_(~valid[:, :, None, None], 0)
-            mask = valid[:, None, None, :]
-        # GQA without repeating K/V: the `group` query heads of a KV head are that
-        # head's `group` query rows (HF's head h reads KV head h // group).
+        """All decodes in one batched attention with no K/V transposes: each sequence's
+        gathered K is one [context * Hkv, D] matrix, so the scores of all its query heads
+        against all its rows are one matmul, and a bias keeps each query head to its own
+        KV head's rows and to the live slots (HF's head h reads KV head h // group). The
+        cross-head products are wasted work, cheap at decode sizes; what it saves is the
+        copy of K and V into head-major order that the per-head matmuls needed."""
         nd, hq, d = query.shape
-        hkv = k.shape[2]
-        # Two batched matmuls rather than SDPA: on these CPUs SDPA's flash kernel
-        # spent ~6 ms on a one-token query (torch 2.13, 2-core machine), more than
-        # the layer's projections.
-        q = query.view(nd, hkv, hq // hkv, d)
-        scores = torch.matmul(q, k.permute(0, 2, 3, 1)).mul_(scale)            # [nd, Hkv, group, c]
-        if mask is not None:
-            scores.masked_fill_(~mask, float("-inf"))
+        hkv = kv_cache.shape[3]
+        plan = self._decode_plan(metadata, hkv, hq // hkv, query.device)
+        k, v = self._gather_flat(kv_cache, kv_scales, plan.idx, nd, query.dtype)   # [nd, c * Hkv, D]
+        if plan.dead_rows is not None:       # finite everywhere: a bias cannot mask a NaN score
+            k.view(-1, hkv, d).index_fill_(0, plan.dead_rows, 0)
+            v.view(-1, hkv, d).index_fill_(0, plan.dead_rows, 0)
+        scores = torch.baddbmm(plan.bias.to(query.dtype), query * scale, k.transpose(1, 2))  # [nd, Hq, c * Hkv]
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
-        res = torch.matmul(probs, v.permute(0, 2, 1, 3))                        # [nd, Hkv, group, D]
-        return res.reshape(nd, hq, d)
+        return torch.bmm(probs, v)                                                 # [nd, Hq, D]
+
+    @staticmethod
+    def _gather_flat(kv_cache: torch.Tensor, kv_scales: torch.Tensor | None, idx: torch.Tensor, n: int,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V [n, padded_ctx * Hkv, D] in `dtype` through the block ids `idx` (n rows of blocks)."""
+        out = []
+        for which in (0, 1):
+            rows = kv_cache[:, which].index_select(0, idx)           # [n * width, bs, Hkv, D]
+            if kv_scales is not None:
+                rows = rows.float() * kv_scales[:, which].index_select(0, idx).unsqueeze(-1)
+            out.append(rows.to(dtype).view(n, -1, rows.shape[-1]))
+        return out[0], out[1]
+
+
+@dataclass(frozen=True)
+class _DecodePlan:
+    metadata: AttentionMetadata      # the step it belongs to (identity)
+    shape: tuple[int, int]           # (Hkv, group)
+    idx: torch.Tensor                # int64 [nd * width]: the blocks to gather
+    width: int                       # blocks per sequence, padded
+    bias: torch.Tensor               # float32 [nd, Hq, padded_ctx * Hkv]: 0 visible, -inf not
+    dead_rows: torch.Tensor | None   # flat (n, slot) rows past each context, or None
