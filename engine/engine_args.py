@@ -42,7 +42,9 @@ class EngineArgs:
     swap_space: GiB of CPU blocks for swap preemption.
     attention_backend: "auto" = triton on CUDA, torch on CPU.
     pack_cpu_gemms: on CPU in float32, run the linear layers from oneDNN-packed
-        weights (faster at decode batch sizes); False keeps torch's F.linear.
+        weights (faster at decode batch sizes; the packed copies sit beside the
+        weights, so the model takes about twice its weight bytes); False keeps
+        torch's F.linear.
     """
 
     model: str = "smollm2-135m"
