@@ -38,6 +38,7 @@ class TorchBackend(AttentionBackend):
 
     def __init__(self) -> None:
         self._plan: _DecodePlan | None = None     # this step's decode plan (see _decode_plan)
+        self._writes: _WritePlan | None = None    # this step's cache rows (see _write_plan)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 kv_cache: torch.Tensor, kv_scales: torch.Tensor | None,
@@ -49,8 +50,10 @@ class TorchBackend(AttentionBackend):
             raise ValueError(f"query heads {query.shape[1]} are not a multiple of the "
                              f"kv_cache's {kv_cache.shape[3]} KV heads")
         self._write(key, value, kv_cache, kv_scales if quantized else None, metadata)
-        out = query.new_empty(query.shape)
         nd = metadata.num_decodes
+        if nd == metadata.num_seqs:             # decode-only step: no output buffer to copy into
+            return self._decodes(query, kv_cache, kv_scales, metadata, scale)
+        out = query.new_empty(query.shape)
         if nd:
             out[:nd] = self._decodes(query[:nd], kv_cache, kv_scales, metadata, scale)
         start = nd
@@ -76,22 +79,34 @@ class TorchBackend(AttentionBackend):
             start += q_len
         return out
 
-    @staticmethod
-    def _write(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
-               kv_scales: torch.Tensor | None, metadata: AttentionMetadata) -> None:
+    def _write_plan(self, metadata: AttentionMetadata, block_size: int) -> _WritePlan:
+        """The step's cache rows to write, computed by the first layer and shared by all."""
+        plan = self._writes
+        if plan is not None and plan.metadata is metadata and plan.block_size == block_size:
+            return plan
         slots = metadata.slot_mapping
+        keep = None
         if bool((slots < 0).any()):                # padding tokens (slot -1) are not written
             keep = slots >= 0
-            slots, key, value = slots[keep], key[keep], value[keep]
-        num_blocks, _, block_size = kv_cache.shape[:3]
+            slots = slots[keep]
         blocks, offsets = slots // block_size, slots % block_size
+        # Row of (block, K/V, offset) in the cache seen as [num_blocks * 2 * block_size, Hkv, D].
+        k_rows = blocks * (2 * block_size) + offsets
+        self._writes = _WritePlan(metadata, block_size, keep, blocks, offsets, k_rows, k_rows + block_size)
+        return self._writes
+
+    def _write(self, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
+               kv_scales: torch.Tensor | None, metadata: AttentionMetadata) -> None:
+        num_blocks, _, block_size = kv_cache.shape[:3]
+        plan = self._write_plan(metadata, block_size)
+        if plan.keep is not None:
+            key, value = key[plan.keep], value[plan.keep]
+        blocks, offsets = plan.blocks, plan.offsets
         if kv_scales is None and kv_cache.is_contiguous():
-            # Row of (block, K/V, offset) in the cache seen as [num_blocks * 2 * block_size, Hkv, D]:
             # index_copy_ is several times cheaper than a 3-index index_put_.
             rows = kv_cache.view(num_blocks * 2 * block_size, *kv_cache.shape[3:])
-            k_rows = blocks * (2 * block_size) + offsets
-            rows.index_copy_(0, k_rows, key.to(kv_cache.dtype))
-            rows.index_copy_(0, k_rows + block_size, value.to(kv_cache.dtype))
+            rows.index_copy_(0, plan.k_rows, key.to(kv_cache.dtype))
+            rows.index_copy_(0, plan.v_rows, value.to(kv_cache.dtype))
             return
         for which, rows in ((0, key), (1, value)):
             if kv_scales is not None:
@@ -182,3 +197,14 @@ class _DecodePlan:
     width: int                       # blocks per sequence, padded
     bias: torch.Tensor               # float32 [nd, Hq, padded_ctx * Hkv]: 0 visible, -inf not
     dead_rows: torch.Tensor | None   # flat (n, slot) rows past each context, or None
+
+
+@dataclass(frozen=True)
+class _WritePlan:
+    metadata: AttentionMetadata      # the step it belongs to (identity)
+    block_size: int
+    keep: torch.Tensor | None        # bool [num_tokens]: tokens with a slot, None when all have one
+    blocks: torch.Tensor             # block and offset of each kept token's slot
+    offsets: torch.Tensor
+    k_rows: torch.Tensor             # its K and V rows in the cache seen as [blocks * 2 * bs, Hkv, D]
+    v_rows: torch.Tensor
