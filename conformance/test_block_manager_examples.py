@@ -301,22 +301,6 @@ def test_append_cost_of_siblings_counts_one_copy_per_holder_that_leaves():
     assert bm.append_cost(group) == 3
 
 
-def test_group_swap_costs_copy_shared_blocks_once():
-    bm = BlockManager(4, 16, 8, enable_prefix_caching=False)
-    parent = seq(0, 6)
-    bm.allocate(parent)
-    kid = parent.fork(1)
-    bm.fork(parent, kid)
-    assert bm.swap_out_cost([parent, kid]) == 2 and bm.can_swap_out_all([parent, kid])
-    out = {**bm.swap_out(parent), **bm.swap_out(kid)}
-    assert len(out) == 2 and bm.num_free_cpu_blocks == 6
-    assert bm.get_block_table(parent) == bm.get_block_table(kid)
-    assert bm.swap_in_cost([parent, kid]) == 2
-    back = {**bm.swap_in(parent), **bm.swap_in(kid)}
-    assert len(back) == 2 and bm.get_block_table(parent) == bm.get_block_table(kid)
-    assert bm.num_free_gpu_blocks == 14 and bm.num_free_cpu_blocks == 8
-
-
 def _parked_x_z_w() -> tuple[BlockManager, int]:
     """5 blocks of 2: X=[1,1], Z=[3,3], W=[4,4] parked in that LRU order, the pool empty."""
     bm = BlockManager(2, 5, 0, enable_prefix_caching=True)

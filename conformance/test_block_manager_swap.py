@@ -11,12 +11,18 @@ def seq(seq_id: int, n: int, start: int = 0) -> Sequence:
     return Sequence(seq_id, list(range(start, start + n)))
 
 
-def test_swap_round_trip_conserves_counts_and_maps_shared_blocks_once():
-    bm = BlockManager(4, 16, 16)
-    parent = seq(0, 10)
+def forked(bm: BlockManager, n: int) -> tuple[Sequence, Sequence]:
+    """A parent of n tokens allocated in `bm` and its child forked from it (all blocks shared)."""
+    parent = seq(0, n)
     bm.allocate(parent)
     child = parent.fork(1)
     bm.fork(parent, child)
+    return parent, child
+
+
+def test_swap_round_trip_conserves_counts_and_maps_shared_blocks_once():
+    bm = BlockManager(4, 16, 16)
+    parent, child = forked(bm, 10)
     child.append_token_id(99)
     bm.append_slots(child)                # child now owns a copy of the last block
     tp, tc = bm.get_block_table(parent), bm.get_block_table(child)
@@ -43,10 +49,7 @@ def test_a_block_written_after_its_swap_copy_is_copied_again():
     # parent swaps out; the child then writes the still-shared last block in
     # place, so the parent's CPU copy is stale for the child: copy it again.
     bm = BlockManager(4, 16, 16, enable_prefix_caching=False)
-    parent = seq(0, 6)
-    bm.allocate(parent)
-    child = parent.fork(1)
-    bm.fork(parent, child)
+    parent, child = forked(bm, 6)
     out_p = bm.swap_out(parent)
     child.append_token_id(5)
     assert bm.append_slots(child) == []   # child alone holds the block now
@@ -99,3 +102,16 @@ def test_num_blocks_tracks_the_table_on_either_device():
     assert bm.num_blocks_of(s) == len(bm.get_block_table(s)) == 3
     with pytest.raises(ValueError):
         bm.num_blocks_of(seq(7, 3))
+
+
+def test_group_swap_costs_copy_shared_blocks_once():
+    bm = BlockManager(4, 16, 8, enable_prefix_caching=False)
+    parent, kid = forked(bm, 6)
+    assert bm.swap_out_cost([parent, kid]) == 2 and bm.can_swap_out_all([parent, kid])
+    out = {**bm.swap_out(parent), **bm.swap_out(kid)}
+    assert len(out) == 2 and bm.num_free_cpu_blocks == 6
+    assert bm.get_block_table(parent) == bm.get_block_table(kid)
+    assert bm.swap_in_cost([parent, kid]) == 2
+    back = {**bm.swap_in(parent), **bm.swap_in(kid)}
+    assert len(back) == 2 and bm.get_block_table(parent) == bm.get_block_table(kid)
+    assert bm.num_free_gpu_blocks == 14 and bm.num_free_cpu_blocks == 8
