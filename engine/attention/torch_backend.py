@@ -49,13 +49,14 @@ class TorchBackend(AttentionBackend):
         if query.shape[1] % kv_cache.shape[3]:
             raise ValueError(f"query heads {query.shape[1]} are not a multiple of the "
                              f"kv_cache's {kv_cache.shape[3]} KV heads")
-        self._write(key, value, kv_cache, kv_scales if quantized else None, metadata)
+        scales = kv_scales if quantized else None
+        self._write(key, value, kv_cache, scales, metadata)
         nd = metadata.num_decodes
         if nd == metadata.num_seqs:             # decode-only step: no output buffer to copy into
-            return self._decodes(query, kv_cache, kv_scales, metadata, scale)
+            return self._decodes(query, kv_cache, scales, metadata, scale)
         out = query.new_empty(query.shape)
         if nd:
-            out[:nd] = self._decodes(query[:nd], kv_cache, kv_scales, metadata, scale)
+            out[:nd] = self._decodes(query[:nd], kv_cache, scales, metadata, scale)
         start = nd
         for i in range(nd, metadata.num_seqs):
             q_len = metadata.query_lens[i]
@@ -65,7 +66,7 @@ class TorchBackend(AttentionBackend):
                 # A whole prompt: its context is exactly the rows just written.
                 k, v = key[start:start + q_len], value[start:start + q_len]
             else:
-                k, v = self._gather(kv_cache, kv_scales, metadata.block_tables[i:i + 1], ctx, query.dtype)
+                k, v = self._gather(kv_cache, scales, metadata.block_tables[i:i + 1], ctx, query.dtype)
                 k, v = k[0, :ctx], v[0, :ctx]
             k, v = k.transpose(0, 1), v.transpose(0, 1)                    # [Hkv, c, D]
             mask = None
@@ -119,23 +120,20 @@ class TorchBackend(AttentionBackend):
                 max_ctx: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V [n, padded_ctx, Hkv, D] in `dtype` of the sequences whose block
         tables are `tables`, through their first ceil(max_ctx / block_size) blocks."""
-        block_size = kv_cache.shape[2]
-        idx = tables[:, :-(-max_ctx // block_size)].reshape(-1).long()
+        block_size, hkv, d = kv_cache.shape[2:]
         n = tables.shape[0]
-        out = []
-        for which in (0, 1):
-            rows = kv_cache[:, which].index_select(0, idx)           # [n * width, bs, Hkv, D]
-            if kv_scales is not None and kv_cache.dtype in _QMAX:
-                rows = rows.float() * kv_scales[:, which].index_select(0, idx).unsqueeze(-1)
-            out.append(rows.to(dtype).view(n, -1, *rows.shape[2:]))
-        return out[0], out[1]
+        idx = tables[:, :-(-max_ctx // block_size)].reshape(-1).long()
+        k, v = TorchBackend._gather_flat(kv_cache, kv_scales, idx, n, dtype)
+        return k.view(n, -1, hkv, d), v.view(n, -1, hkv, d)
 
     def _decode_plan(self, metadata: AttentionMetadata, hkv: int, group: int,
-                     device: torch.device) -> _DecodePlan:
+                     query: torch.Tensor) -> _DecodePlan:
         """What every layer's decode attention shares in one step, built by the first layer."""
         plan = self._plan
-        if plan is not None and plan.metadata is metadata and plan.shape == (hkv, group):
+        key = (hkv, group, query.dtype)
+        if plan is not None and plan.metadata is metadata and plan.key == key:
             return plan
+        device = query.device
         nd = metadata.num_decodes
         lens = metadata.context_lens_host[:nd]
         block_size = metadata.block_size
@@ -149,12 +147,12 @@ class TorchBackend(AttentionBackend):
         heads = torch.arange(hkv, device=device)
         same = heads.view(hkv, 1, 1, 1) == heads.view(1, 1, 1, hkv)                          # [h, 1, 1, h']
         seen = live.view(nd, 1, 1, padded_ctx, 1) & same.unsqueeze(0)                       # [nd, h, 1, c, h']
-        bias = torch.zeros(seen.shape, dtype=torch.float32, device=device).masked_fill_(~seen, float("-inf"))
+        bias = torch.zeros(seen.shape, dtype=query.dtype, device=device).masked_fill_(~seen, float("-inf"))
         bias = bias.expand(nd, hkv, group, padded_ctx, hkv).reshape(nd, hkv * group, padded_ctx * hkv)
         # Flat rows (n, slot) past a context: zeroed in K and V (a slot may hold NaN, which an
         # additive bias keeps and 0 * NaN is NaN).
         dead = (~live).reshape(-1).nonzero().squeeze(1) if min(lens) < padded_ctx else None
-        self._plan = _DecodePlan(metadata, (hkv, group), idx, width, bias, dead)
+        self._plan = _DecodePlan(metadata, key, idx, bias, dead)
         return self._plan
 
     def _decodes(self, query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor | None,
@@ -167,19 +165,20 @@ class TorchBackend(AttentionBackend):
         copy of K and V into head-major order that the per-head matmuls needed."""
         nd, hq, d = query.shape
         hkv = kv_cache.shape[3]
-        plan = self._decode_plan(metadata, hkv, hq // hkv, query.device)
+        plan = self._decode_plan(metadata, hkv, hq // hkv, query)
         k, v = self._gather_flat(kv_cache, kv_scales, plan.idx, nd, query.dtype)   # [nd, c * Hkv, D]
         if plan.dead_rows is not None:       # finite everywhere: a bias cannot mask a NaN score
             k.view(-1, hkv, d).index_fill_(0, plan.dead_rows, 0)
             v.view(-1, hkv, d).index_fill_(0, plan.dead_rows, 0)
-        scores = torch.baddbmm(plan.bias.to(query.dtype), query * scale, k.transpose(1, 2))  # [nd, Hq, c * Hkv]
+        scores = torch.baddbmm(plan.bias, query * scale, k.transpose(1, 2))           # [nd, Hq, c * Hkv]
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
         return torch.bmm(probs, v)                                                 # [nd, Hq, D]
 
     @staticmethod
     def _gather_flat(kv_cache: torch.Tensor, kv_scales: torch.Tensor | None, idx: torch.Tensor, n: int,
                      dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """K and V [n, padded_ctx * Hkv, D] in `dtype` through the block ids `idx` (n rows of blocks)."""
+        """K and V [n, padded_ctx * Hkv, D] in `dtype` through the block ids `idx` (n rows of
+        blocks); `kv_scales` (quantised caches only) dequantise them."""
         out = []
         for which in (0, 1):
             rows = kv_cache[:, which].index_select(0, idx)           # [n * width, bs, Hkv, D]
@@ -192,10 +191,9 @@ class TorchBackend(AttentionBackend):
 @dataclass(frozen=True)
 class _DecodePlan:
     metadata: AttentionMetadata      # the step it belongs to (identity)
-    shape: tuple[int, int]           # (Hkv, group)
+    key: tuple                       # (Hkv, group, query dtype)
     idx: torch.Tensor                # int64 [nd * width]: the blocks to gather
-    width: int                       # blocks per sequence, padded
-    bias: torch.Tensor               # float32 [nd, Hq, padded_ctx * Hkv]: 0 visible, -inf not
+    bias: torch.Tensor               # query dtype [nd, Hq, padded_ctx * Hkv]: 0 visible, -inf not
     dead_rows: torch.Tensor | None   # flat (n, slot) rows past each context, or None
 
 
