@@ -74,6 +74,9 @@ def test_the_engine_serves_its_gemms_packed_and_tokens_equal_the_plain_path(tmp_
         if pack:
             assert model.gemm_path == "oneDNN packed weights"
             assert model.head_gemm is not None and all(m.packed is not None for m in linears)
+            # untied: the head's packed copy is the lm_head's own; tied: one of the embedding
+            assert (model.head_gemm is model.lm_head.packed) if not tied else \
+                (model.head_gemm.weight is model.model.embed_tokens.weight)
         else:
             assert model.gemm_path.startswith("torch F.linear") and model.head_gemm is None
             assert all(m.packed is None for m in linears)

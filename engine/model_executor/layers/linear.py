@@ -72,10 +72,11 @@ def pack_gemms(model: nn.Module) -> str | None:
     reason = packed_gemm_unavailable(weight.device, weight.dtype)
     if reason:
         return reason
-    for module in model.modules():
-        if isinstance(module, Linear):
-            module.pack()
-    model.head_gemm = PackedGemm(weight)
+    linears = [m for m in model.modules() if isinstance(m, Linear)]
+    for module in linears:
+        module.pack()
+    # An untied head is one of the Linears: share its packed copy rather than pack it twice.
+    model.head_gemm = next((m.packed for m in linears if m.weight is weight), None) or PackedGemm(weight)
     return None
 
 
