@@ -96,7 +96,7 @@ def read_index_facts(block_tables: torch.Tensor, context_lens: torch.Tensor, num
 
 def host_index_facts(block_tables: torch.Tensor, context_lens: torch.Tensor, num_blocks: int, block_size: int,
                      query_start_loc: torch.Tensor | None = None) -> list[int]:
-    """The same facts computed with plain Python over host copies (the kernel's oracle too)."""
+    """The same facts computed with plain Python over host copies (tested equal to the kernel's)."""
     lens = [int(n) for n in context_lens.tolist()]
     table = block_tables.tolist()
     num_cols = len(table[0]) if table else 0
