@@ -11,9 +11,14 @@ binding alone, 31 us with the key, more than a bare launch costs in all.
 (`arg_classes`; conformance/test_kernel_launch.py holds them against Triton's own
 specialiser), and gets it through a functools cache of a pure function of that
 key: `compiled` asks the JIT for it with stand-in arguments of the same classes
-(`warmup`), so it is exactly the kernel the JIT would run. The launch itself is
-`compiled[grid](*args)`, Triton's public handle for a pre-compiled kernel (the
-same current device, stream and launch hooks as the JIT's launch).
+(`warmup`), so it is exactly the kernel the JIT would run. The launch goes to
+the compiled kernel's launcher object with the current device's current stream,
+which is what `compiled[grid](*args)` (Triton's public handle) does after
+building a closure and asking torch twice for the device: 4.7 us of the 17.6 us
+that handle took per launch on the H200 machine (`python -m bench.profile_launch`).
+With a launch hook installed (Triton's profiling knobs) the public handle runs
+instead, so the hooks see every launch; with none, the launcher gets no hooks and
+no launch metadata (Triton 3.6's own launch builds both for an empty hook chain).
 
 What the key does not cover goes the JIT way, always correct: the interpreter,
 a pointer not 16-byte aligned, an argument of another type, and Triton's debug
@@ -22,11 +27,16 @@ or instrumentation modes (they change what the JIT compiles).
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from triton import knobs
 from triton.runtime.jit import JITFunction
+
+# The current device and its current stream as Triton's own launch asks for them, minus
+# torch.cuda.current_device's Python checks (a CPU-only torch has neither: no compiled launch there).
+_current_device = getattr(torch._C, "_cuda_getDevice", None)
+_current_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 _I32 = (-2**31, 2**31)
 _I64 = (-2**63, 2**63)
@@ -118,13 +128,26 @@ def stand_ins(key: tuple) -> list[object]:
     return [*dtypes, *(1.0 if k == FLOAT else _STAND_IN[k] for k in classes)]
 
 
+class Compiled(NamedTuple):
+    """A compiled kernel and what its launcher is called with (CompiledKernel.__getitem__'s closure, unrolled)."""
+    handle: Any                 # triton.compiler.CompiledKernel
+    run: Any                    # its launcher object: run(gx, gy, gz, stream, function, packed_metadata,
+    function: int               #   launch_metadata, enter_hook, exit_hook, *args)
+    packed_metadata: Any
+
+
 @functools.lru_cache(maxsize=1024)
-def compiled(kernel: Kernel, device: int, key: tuple, consts: tuple, options: tuple) -> Any:
+def compiled(kernel: Kernel, device: int, key: tuple, consts: tuple, options: tuple) -> Compiled | None:
     """The compiled kernel the JIT runs for arguments of classes `key`, constexprs
-    `consts` (in signature order) and launch `options` on CUDA device `device`."""
+    `consts` (in signature order) and launch `options` on CUDA device `device`
+    (None when a JIT cache hook took the compile over)."""
     with torch.cuda.device(device):
         handle = kernel.fn.warmup(*stand_ins(key), *consts, grid=(1,), **dict(options))
-    return handle.result() if hasattr(handle, "result") else handle   # an async-compile future
+        handle = handle.result() if hasattr(handle, "result") else handle   # an async-compile future
+        if handle is None:
+            return None
+        handle._init_handles()                       # loads the module: a launch needs no more setup
+    return Compiled(handle, handle.run, handle.function, handle.packed_metadata)
 
 
 def _jit_modes_off() -> bool:
@@ -134,6 +157,13 @@ def _jit_modes_off() -> bool:
                 or getattr(comp, "fpsan_homomorphic_casts", False))
 
 
+def _installed(hook: object) -> bool:
+    """Whether a Triton launch hook would do anything: Triton 3.6 keeps a HookChain
+    there (never None; its public launch then builds launch metadata and calls the
+    empty chain on every launch), older Triton None or a callable."""
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
 def launch(kernel: Kernel, grid: tuple[int, int, int], ptrs: tuple, scalars: tuple, consts: tuple,
            options: tuple[tuple[str, object], ...] = ()) -> None:
     """Launch `kernel` on `grid` with runtime arguments `ptrs` (the tensors) then
@@ -141,9 +171,15 @@ def launch(kernel: Kernel, grid: tuple[int, int, int], ptrs: tuple, scalars: tup
     `options` such as num_warps."""
     if kernel.jit and _jit_modes_off():
         key = arg_classes(kernel, ptrs, scalars)
+        device = _current_device()
         # None from `compiled`: a JIT cache hook took the compile over; the JIT path honours it.
-        handle = None if key is None else compiled(kernel, torch.cuda.current_device(), key, consts, options)
-        if handle is not None:
-            handle[grid](*ptrs, *scalars, *consts)
+        kern = None if key is None else compiled(kernel, device, key, consts, options)
+        if kern is not None:
+            hooks = knobs.runtime
+            if not (_installed(hooks.launch_enter_hook) or _installed(hooks.launch_exit_hook)):
+                kern.run(grid[0], grid[1], grid[2], _current_stream(device), kern.function, kern.packed_metadata,
+                         None, None, None, *ptrs, *scalars, *consts)
+            else:
+                kern.handle[grid](*ptrs, *scalars, *consts)
             return
     kernel.fn[grid](*ptrs, *scalars, *consts, **dict(options))
