@@ -21,8 +21,10 @@ import torch
 
 from bench.dtypes import CACHE_DTYPES
 from bench.sweep_args import cuda_missing, parse_with_knobs, sweep_parser
+from kernels.paged_decode import SPLIT_REDUCES
 
 DTYPES = CACHE_DTYPES
+AUTO = dict(num_splits=None, block_n=None, num_warps=None, num_stages=None, pdl=None, split_reduce=None)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -32,11 +34,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--cache", choices=sorted(DTYPES), default="bf16", help="KV cache dtype (default bf16)")
     ap.add_argument("--pdl", default="auto", help="launch the split-K reduce with programmatic dependent launch: "
                     "auto, 0, 1, comma-separated (default auto: on sm_90+)")
+    ap.add_argument("--split-reduce", default="auto", help="who merges split-K partials: fused (the last split "
+                    "program), kernel (a second launch), auto (the launcher's choice), comma-separated "
+                    "(default auto)")
     args = parse_with_knobs(ap, argv, {"splits": "num_splits values", "block-n": "tokens per K/V tile "
                                        "(powers of two >= 16)", "warps": "num_warps values",
                                        "stages": "num_stages values"})
     if args.batch < 1 or args.context < 1:
         ap.error("--batch and --context must be >= 1")
+    reduces = [v.strip() for v in args.split_reduce.split(",")]
+    if any(v not in SPLIT_REDUCES + ("auto",) for v in reduces):
+        ap.error(f"--split-reduce takes auto, {', '.join(SPLIT_REDUCES)}, got '{args.split_reduce}'")
+    args.split_reduce = [None if v == "auto" else v for v in reduces]
     pdl = {"auto": None, "0": False, "1": True}
     if any(v.strip() not in pdl for v in args.pdl.split(",")):
         ap.error(f"--pdl takes auto, 0 and 1, got '{args.pdl}'")
@@ -66,18 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     nbytes = p.bytes_moved()
     out = torch.empty_like(p.query)
     rows = []
-    combos = list(itertools.product(args.splits, args.block_n, args.warps, args.stages, args.pdl))
-    if (None, None, None, None, None) not in combos:
-        combos.insert(0, (None, None, None, None, None))      # the heuristic's choice: the baseline
+    combos = list(itertools.product(args.splits, args.block_n, args.warps, args.stages, args.pdl,
+                                    args.split_reduce))
+    if (None,) * 6 not in combos:
+        combos.insert(0, (None,) * 6)      # the heuristic's choice: the baseline
     print(f"decode {args.cache} B={args.batch} L={args.context} {hq}/{hkv}/{d}: {nbytes / 1e6:.1f} MB; "
           f"read ceiling {read_gbps:.0f} GB/s; {len(combos)} configurations")
-    for i, (splits, block_n, warps, stages, pdl) in enumerate(combos, 1):
+    for i, (splits, block_n, warps, stages, pdl, split_reduce) in enumerate(combos, 1):
         launch = dict(num_splits=splits, block_n=block_n, num_warps=warps, num_stages=stages)
         cfg = choose_decode_config(args.batch, hkv, d, p.kv_cache.element_size(), p.context,
                                    p.query.device, **launch)
-        kw = dict(launch, pdl=pdl)
+        kw = dict(launch, pdl=pdl, split_reduce=split_reduce)
         label = f"splits={cfg.num_splits} block_n={cfg.block_n} warps={cfg.num_warps} stages={cfg.num_stages}"
         label += "" if pdl is None else f" pdl={int(pdl)}"
+        label += "" if split_reduce is None or cfg.num_splits == 1 else f" reduce={split_reduce}"
         t0 = time.perf_counter()
         try:
             err = check_close(label, kernels.paged_decode(p.query, p.kv_cache, p.block_tables, p.context_lens,
@@ -87,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
                                                             max_context_len=p.context, **kw), flush)
         except Exception as e:  # a config the compiler rejects (shared memory, registers): report, go on
             print(f"[{i}/{len(combos)}] {label}: FAILED {type(e).__name__}: {str(e).splitlines()[0][:160]}")
-            rows.append({"config": label, "auto": all(v is None for v in kw.values()),
+            rows.append({"config": label, "auto": kw == AUTO,
                          "error": f"{type(e).__name__}: {e}"[:400]})
             continue
         gbps = nbytes / samples.median / 1e9
-        rows.append({"config": label, "auto": all(v is None for v in kw.values()), "num_splits": cfg.num_splits,
+        rows.append({"config": label, "auto": kw == AUTO, "split_reduce": split_reduce, "num_splits": cfg.num_splits,
                      "block_n": cfg.block_n, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages, "pdl": pdl,
                      "median_s": samples.median, "iqr_s": samples.iqr, "gbps": gbps,
                      "pct_read_ceiling": 100 * gbps / read_gbps, "rel_error": err, "timing": samples.mode})

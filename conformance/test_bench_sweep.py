@@ -14,6 +14,8 @@ def test_knob_lists_and_heads_parse() -> None:
     assert args.warps == [None] and args.stages == [None]
     assert args.heads == (9, 3, 64) and args.cache == "fp8" and (args.batch, args.context) == (2, 100)
     assert args.pdl == [None] and sweep_decode.parse_args(["--pdl", "0, 1,auto"]).pdl == [False, True, None]
+    assert args.split_reduce == [None]
+    assert sweep_decode.parse_args(["--split-reduce", "kernel, fused,auto"]).split_reduce == ["kernel", "fused", None]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -21,6 +23,7 @@ def test_knob_lists_and_heads_parse() -> None:
     (["--warps", "0"], "--warps: 0 must be >= 1"),
     (["--heads", "32x8"], "--heads wants Hq/Hkv/D like 32/8/128, got '32x8'"),
     (["--pdl", "yes"], "--pdl takes auto, 0 and 1, got 'yes'"),
+    (["--split-reduce", "tree"], "--split-reduce takes auto, fused, kernel, got 'tree'"),
 ])
 def test_bad_knobs_exit_with_a_message(argv: list[str], message: str, capsys) -> None:
     with pytest.raises(SystemExit) as exc:

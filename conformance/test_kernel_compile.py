@@ -41,10 +41,13 @@ def main() -> None:
     import triton
     from kernels.decode_kernels import decode_reduce_kernel, decode_split_kernel
     from kernels.decode_splits import choose_decode_config
+    from kernels.paged_decode import fused_merge_chunk
     from kernels.write_kv import _write_kv_kernel
-    for q, c, dim, group, quant, split in [("bf16", "bf16", 128, 4, False, False), ("bf16", "bf16", 64, 3, False, True),
-                                           ("fp16", "fp16", 80, 9, False, True), ("fp32", "fp32", 96, 16, False, False),
-                                           ("bf16", "i8", 128, 4, True, True), ("fp16", "fp8", 256, 2, True, False)]:
+    for q, c, dim, group, quant, split, fused in [
+            ("bf16", "bf16", 128, 4, False, False, False), ("bf16", "bf16", 64, 3, False, True, False),
+            ("bf16", "bf16", 128, 4, False, True, True), ("fp16", "fp16", 80, 9, False, True, True),
+            ("fp32", "fp32", 96, 16, False, False, False), ("bf16", "i8", 128, 4, True, True, True),
+            ("fp16", "fp8", 256, 2, True, False, False), ("bf16", "fp8", 128, 4, True, True, False)]:
         pad = max(16, triton.next_power_of_2(dim))
         cfg = choose_decode_config(1, 1, dim, {"fp32": 4, "i8": 1, "fp8": 1}.get(c, 2), 4096, torch.device("cpu"),
                                    num_splits=1)     # the launch the heuristic picks (no split: no SM count)
@@ -53,19 +56,23 @@ def main() -> None:
         kernel = _compile(decode_split_kernel,
                  dict(q_ptr=PTR[q], cache_ptr=PTR[c], scales_ptr="*fp32" if quant else PTR[c], tables_ptr="*i32",
                       lens_ptr="*i32", out_ptr=PTR[q], part_acc_ptr=part, part_m_ptr=part, part_l_ptr=part,
-                      qk_scale="fp32"),
+                      tickets_ptr="*i32" if split else PTR[q], qk_scale="fp32"),
                  dict(GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=dim, HEAD_DIM_PAD=pad,
                       BLOCK_SIZE=16, BLOCK_N=block_n, QUANT=quant, QUANT_F16=quant and q != "fp32", IS_INT8=c == "i8",
-                      SPLIT=split,
+                      SPLIT=split, FUSED_REDUCE=fused, GROUP_P2=triton.next_power_of_2(group),
+                      REDUCE_CHUNK=fused_merge_chunk(group, pad, cfg.num_warps) if fused else 1,
                       DOT_FP32=False,
-                      DOT_PRECISION="ieee" if q == "fp32" else "tf32", INTERPRET=False, PDL=split),
+                      DOT_PRECISION="ieee" if q == "fp32" else "tf32", INTERPRET=False, PDL=split and not fused),
                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        # PDL: the attention pass lets the reduce launch early; only split launches have a reduce.
-        assert ("griddepcontrol.launch_dependents" in kernel.asm["ptx"]) == split
+        ptx = kernel.asm["ptx"]
+        # PDL: the attention pass lets the separate reduce launch early; the fused merge has none.
+        assert ("griddepcontrol.launch_dependents" in ptx) == (split and not fused)
+        # The fused merge: stores, a gpu fence, one acq_rel ticket, a fence again, partials read from L2.
+        assert ("fence.acq_rel.gpu" in ptx and "atom.global.gpu.acq_rel.add" in ptx) == fused, f"{q}/{c} fused={fused}"
         if quant and q != "fp32":   # 1-byte K/V reach the float16 dots without per-value conversions
-            ptx = kernel.asm["ptx"]
             assert "cvt.bf16.f16" not in ptx and ".s8" not in ptx.replace("prmt", ""), f"{q}/{c}: slow up-cast"
             assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx
+
         for pdl in (False, True):      # with PDL the reduce must wait for the partials before reading them
             kernel = _compile(decode_reduce_kernel, dict(out_ptr=PTR[q], part_acc_ptr="*fp32", part_m_ptr="*fp32",
                                                          part_l_ptr="*fp32", lens_ptr="*i32"),

@@ -261,7 +261,9 @@ def test_pdl_reduce_waits_for_its_partials() -> None:
     kv, gen = case.kv, torch.Generator().manual_seed(12)
     for i in range(10):
         q = torch.randn(case.query.shape, generator=gen).to(case.query)
-        with_pdl = paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, case.scale, num_splits=8, pdl=True)
-        plain = paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, case.scale, num_splits=8, pdl=False)
+        with_pdl = paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, case.scale, num_splits=8, pdl=True,
+                                split_reduce="kernel")
+        plain = paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, case.scale, num_splits=8, pdl=False,
+                             split_reduce="kernel")
         assert torch.equal(with_pdl, plain), f"call {i}: PDL launch differs from the plain one"
     assert_close(with_pdl, oracle_decode(q, kv, case.scale), tolerance(torch.bfloat16), "PDL vs oracle")

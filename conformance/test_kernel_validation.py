@@ -232,5 +232,17 @@ def test_block_table_checks_only_the_blocks_in_use() -> None:
 def test_pdl_request_rejected_where_unavailable() -> None:
     """pdl=True under the interpreter (or before sm_90) is an error, not a silent plain launch."""
     with pytest.raises(ValueError, match="pdl=True needs compiled Triton on a CUDA device"):
-        paged_decode(**dict(decode_args(), num_splits=2, pdl=True))
-    paged_decode(**dict(decode_args(), num_splits=2, pdl=False))        # explicit off: fine
+        paged_decode(**dict(decode_args(), num_splits=2, pdl=True, split_reduce="kernel"))
+    paged_decode(**dict(decode_args(), num_splits=2, pdl=False, split_reduce="kernel"))   # explicit off: fine
+
+
+def test_split_reduce_choices_are_checked() -> None:
+    """An unknown split_reduce, or PDL asked of the fused merge (it has no second launch), is an error;
+    pdl=True with the automatic choice takes the reduce kernel (here: the interpreter's PDL error)."""
+    with pytest.raises(ValueError, match="split_reduce must be one of"):
+        paged_decode(**dict(decode_args(), num_splits=2, split_reduce="tree"))
+    with pytest.raises(ValueError, match="needs split_reduce='kernel'"):
+        paged_decode(**dict(decode_args(), num_splits=2, pdl=True, split_reduce="fused"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="pdl=True needs compiled Triton"):
+            paged_decode(**dict(decode_args(), num_splits=2, pdl=True))

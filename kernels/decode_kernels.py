@@ -8,6 +8,11 @@ every token finds its block through the block table. Cache offsets are int64
 (block_id * block_stride overflows int32 on big caches). Softmax is online in
 float32 with exp2 (the log2(e) factor folded into the scale).
 
+Split-K partials are merged either by the split kernel itself (FUSED_REDUCE:
+the last program of a (sequence, KV head) to finish, found by an atomic ticket,
+merges every split of its heads: one launch per call) or by the reduce kernel
+(a second launch, with programmatic dependent launch on sm_90+).
+
 Quantised caches are read as stored (1 byte per value) and up-cast in
 registers, to float16 for bf16/fp16 queries (kernels/README.md says how and
 why); the per-token K scale multiplies the score column and the V scale the
@@ -19,12 +24,12 @@ import triton
 import triton.language as tl
 
 from kernels.pdl import gdc_launch_dependents, gdc_wait
-from kernels.triton_compat import byte_to_fp16_asm, dot_operand, pow2_normalise_rows, to_output
+from kernels.triton_compat import byte_to_fp16_asm, dot_operand, gpu_fence, pow2_normalise_rows, to_output
 
 
 @triton.jit
 def decode_split_kernel(
-    q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
+    q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, tickets_ptr,
     qk_scale, split_len,
     stride_qb, stride_qh, stride_ob, stride_oh,
     stride_cb, stride_ckv, stride_cs, stride_ch,
@@ -32,7 +37,8 @@ def decode_split_kernel(
     stride_tb, stride_pb, stride_ph, stride_ps,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, QUANT: tl.constexpr, QUANT_F16: tl.constexpr,
-    IS_INT8: tl.constexpr, SPLIT: tl.constexpr,
+    IS_INT8: tl.constexpr, SPLIT: tl.constexpr, FUSED_REDUCE: tl.constexpr, GROUP_P2: tl.constexpr,
+    REDUCE_CHUNK: tl.constexpr,
     DOT_FP32: tl.constexpr, DOT_PRECISION: tl.constexpr, INTERPRET: tl.constexpr, PDL: tl.constexpr,
 ):
     seq = tl.program_id(0)
@@ -82,7 +88,10 @@ def decode_split_kernel(
         v = tl.load(v_base + slot_off[:, None] + d[None, :], mask=kv_mask, other=0.0)
         if QUANT_F16 and not DOT_FP32:
             k = byte_to_fp16_asm(k, IS_INT8)
-            v = byte_to_fp16_asm(v, IS_INT8)
+            # fp8 V through the fence (float16 before its shared-memory transpose): 206.6 against
+            # 215.1 us at B=64 L=4096 on the H200; int8 stays pure (the fenced K and V together
+            # were slower for both: see byte_to_fp16_asm).
+            v = byte_to_fp16_asm(v, IS_INT8, IS_INT8)
         k = dot_operand(k, dot_dtype, DOT_FP32)
         v = dot_operand(v, dot_dtype, DOT_FP32)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)         # [GROUP_PAD, BLOCK_N]
@@ -122,6 +131,10 @@ def decode_split_kernel(
         tl.store(part_acc_ptr + p_off[:, None] * HEAD_DIM_PAD + d[None, :], acc, mask=(g < GROUP)[:, None])
         tl.store(part_m_ptr + p_off, m_i, mask=g < GROUP)
         tl.store(part_l_ptr + p_off, l_i, mask=g < GROUP)
+        if FUSED_REDUCE:
+            _merge_if_last(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, tickets_ptr, seq, kv_head, ctx, split_len,
+                           stride_ob, stride_oh, stride_pb, stride_ph, stride_ps,
+                           GROUP, GROUP_P2, HEAD_DIM, HEAD_DIM_PAD, REDUCE_CHUNK, INTERPRET)
     else:
         o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]                     # context 0 -> zeros
         o_ptrs = out_ptr + seq * stride_ob + heads[:, None] * stride_oh + d[None, :]
@@ -129,28 +142,15 @@ def decode_split_kernel(
 
 
 @triton.jit
-def decode_reduce_kernel(
-    out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, lens_ptr,
-    split_len, num_splits,
-    stride_ob, stride_oh, stride_pb, stride_ph, stride_ps,
-    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, CHUNK: tl.constexpr,
-    INTERPRET: tl.constexpr, PDL: tl.constexpr,
-):
-    """One program per (sequence, query head): merge the splits that hold tokens.
-
-    Splits are read CHUNK at a time (the launcher makes CHUNK cover every split
-    the heuristic picks, so that is one pass), each lane keeping its own running
-    max / sum / accumulator; a forced num_splits in the thousands then costs
-    passes, not a [splits, head_dim] tile that no register file holds."""
-    seq = tl.program_id(0)
-    head = tl.program_id(1)
-    ctx = tl.load(lens_ptr + seq)                # written before the attention pass: no wait
-    used = tl.minimum(tl.cdiv(ctx, split_len), num_splits)
-    if PDL:
-        gdc_wait()                               # the attention pass is done, its partials visible
+def _merge_splits(part_acc_ptr, part_m_ptr, part_l_ptr, base, used, stride_ps,
+                  HEAD_DIM_PAD: tl.constexpr, CHUNK: tl.constexpr):
+    """One query head's output [HEAD_DIM_PAD] from its first `used` split partials
+    at `base` (float32, unnormalised). Splits are read CHUNK at a time, each lane
+    keeping its own running max / sum / accumulator; a forced num_splits in the
+    thousands then costs passes, not a [splits, head_dim] tile that no register
+    file holds."""
     lane = tl.arange(0, CHUNK)
     d = tl.arange(0, HEAD_DIM_PAD)
-    base = seq * stride_pb + head * stride_ph
     m_run = tl.full([CHUNK], float("-inf"), tl.float32)
     l_run = tl.zeros([CHUNK], tl.float32)
     acc_run = tl.zeros([CHUNK, HEAD_DIM_PAD], tl.float32)
@@ -172,6 +172,82 @@ def decode_reduce_kernel(
     m_max = tl.where(m_max > float("-inf"), m_max, 0.0)                 # all empty: weights 0
     w = tl.exp2(m_run - m_max)
     l_sum = tl.sum(w * l_run, axis=0)
-    o = tl.sum(acc_run * w[:, None], axis=0) / tl.where(l_sum > 0, l_sum, 1.0)
+    return tl.sum(acc_run * w[:, None], axis=0) / tl.where(l_sum > 0, l_sum, 1.0)
+
+
+@triton.jit
+def _merge_if_last(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, tickets_ptr, seq, kv_head, ctx, split_len,
+                   stride_ob, stride_oh, stride_pb, stride_ph, stride_ps,
+                   GROUP: tl.constexpr, GROUP_P2: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+                   CHUNK: tl.constexpr, INTERPRET: tl.constexpr):
+    """Called by every split program after storing its partials: the last of the
+    (sequence, KV head)'s programs to arrive merges all splits of its GROUP heads
+    at once ([group, CHUNK splits, head_dim] per pass, so the usual split counts
+    take one round trip to L2) and resets the ticket counter to 0 for the next
+    call (it starts zeroed).
+
+    Ordering: each thread's partial stores, a gpu-scope fence, a block barrier,
+    then one acq_rel ticket (the pattern of CUDA's grid sync); the merging program
+    fences again and reads the partials from L2 (.cg), never a stale L1 line of a
+    previous call. Splits merge in split order whoever arrives last: the result
+    does not depend on scheduling."""
+    num_splits = tl.num_programs(2)
+    if not INTERPRET:
+        gpu_fence()
+    tl.debug_barrier()
+    ticket_ptr = tickets_ptr + seq * tl.num_programs(1) + kv_head
+    ticket = tl.atomic_add(ticket_ptr, 1, sem="acq_rel", scope="gpu")
+    if ticket == num_splits - 1:
+        if not INTERPRET:
+            gpu_fence()
+        used = tl.minimum(tl.cdiv(ctx, split_len), num_splits)
+        g = tl.arange(0, GROUP_P2)
+        lane = tl.arange(0, CHUNK)
+        d = tl.arange(0, HEAD_DIM_PAD)
+        rows = seq * stride_pb + (kv_head * GROUP + g) * stride_ph                  # [G]
+        m_run = tl.full([GROUP_P2], float("-inf"), tl.float32)
+        l_run = tl.zeros([GROUP_P2], tl.float32)
+        acc_run = tl.zeros([GROUP_P2, HEAD_DIM_PAD], tl.float32)
+        for first in range(0, used, CHUNK):
+            sp = first + lane
+            mask = (g < GROUP)[:, None] & (sp < used)[None, :]                       # [G, C]
+            off = rows[:, None] + sp[None, :] * stride_ps
+            m = tl.load(part_m_ptr + off, mask=mask, other=float("-inf"), cache_modifier=".cg")
+            l = tl.load(part_l_ptr + off, mask=mask, other=0.0, cache_modifier=".cg")
+            acc = tl.load(part_acc_ptr + off[:, :, None] * HEAD_DIM_PAD + d[None, None, :], mask=mask[:, :, None],
+                          other=0.0, cache_modifier=".cg")                           # [G, C, D]
+            m_new = tl.maximum(m_run, tl.max(m, axis=1))
+            m_safe = tl.where(m_new > float("-inf"), m_new, 0.0)                     # empty so far: weights 0
+            alpha = tl.exp2(m_run - m_safe)
+            beta = tl.exp2(m - m_safe[:, None])                                      # [G, C]
+            l_run = l_run * alpha + tl.sum(l * beta, axis=1)
+            acc_run = acc_run * alpha[:, None] + tl.sum(acc * beta[:, :, None], axis=1)
+            m_run = m_new
+        o = acc_run / tl.where(l_run > 0, l_run, 1.0)[:, None]                       # context 0 -> zeros
+        heads = kv_head * GROUP + g
+        tl.store(out_ptr + seq * stride_ob + heads[:, None] * stride_oh + d[None, :],
+                 to_output(o, out_ptr.dtype.element_ty, INTERPRET), mask=(g < GROUP)[:, None] & (d < HEAD_DIM)[None, :])
+        tl.atomic_xchg(ticket_ptr, 0, sem="relaxed", scope="gpu")
+
+
+@triton.jit
+def decode_reduce_kernel(
+    out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, lens_ptr,
+    split_len, num_splits,
+    stride_ob, stride_oh, stride_pb, stride_ph, stride_ps,
+    HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr, CHUNK: tl.constexpr,
+    INTERPRET: tl.constexpr, PDL: tl.constexpr,
+):
+    """One program per (sequence, query head): merge the splits that hold tokens
+    (the launcher makes CHUNK cover every split the heuristic picks: one pass)."""
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    ctx = tl.load(lens_ptr + seq)                # written before the attention pass: no wait
+    used = tl.minimum(tl.cdiv(ctx, split_len), num_splits)
+    if PDL:
+        gdc_wait()                               # the attention pass is done, its partials visible
+    d = tl.arange(0, HEAD_DIM_PAD)
+    o = _merge_splits(part_acc_ptr, part_m_ptr, part_l_ptr, seq * stride_pb + head * stride_ph, used, stride_ps,
+                      HEAD_DIM_PAD, CHUNK)
     tl.store(out_ptr + seq * stride_ob + head * stride_oh + d, to_output(o, out_ptr.dtype.element_ty, INTERPRET),
              mask=d < HEAD_DIM)

@@ -25,7 +25,18 @@ from kernels.validation import (AttentionShape, check_attention, check_index_ten
                                 check_scale)
 
 _SPLIT = Kernel(decode_split_kernel, "GROUP", "GROUP_PAD", "HEAD_DIM", "HEAD_DIM_PAD", "BLOCK_SIZE", "BLOCK_N",
-                "QUANT", "QUANT_F16", "IS_INT8", "SPLIT", "DOT_FP32", "DOT_PRECISION", "INTERPRET", "PDL")
+                "QUANT", "QUANT_F16", "IS_INT8", "SPLIT", "FUSED_REDUCE", "GROUP_P2", "REDUCE_CHUNK", "DOT_FP32",
+                "DOT_PRECISION", "INTERPRET", "PDL")
+SPLIT_REDUCES = ("fused", "kernel")
+# Floats per thread of the fused merge's [group, chunk, head_dim] partials tile: it shares
+# the split kernel's registers, and at 32 the bf16 kernel stays at its 80 (sm_90, triton 3.6).
+FUSED_MERGE_FLOATS = 32
+
+
+def fused_merge_chunk(group: int, head_dim_pad: int, num_warps: int) -> int:
+    """Splits the fused merge reads per pass (a power of two >= 1)."""
+    fit = max(1, FUSED_MERGE_FLOATS * 32 * num_warps // (next_pow2(group) * head_dim_pad))
+    return 1 << (fit.bit_length() - 1)
 _REDUCE = Kernel(decode_reduce_kernel, "HEAD_DIM", "HEAD_DIM_PAD", "CHUNK", "INTERPRET", "PDL")
 
 
@@ -51,7 +62,8 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
                  out: torch.Tensor | None = None, *, num_splits: int | None = None,
                  block_n: int | None = None, num_warps: int | None = None, num_stages: int | None = None,
                  max_context_len: int | None = None, check_indices: bool = True,
-                 pdl: bool | None = None, workspace: DecodeWorkspace | None = None) -> torch.Tensor:
+                 pdl: bool | None = None, workspace: DecodeWorkspace | None = None,
+                 split_reduce: str | None = None) -> torch.Tensor:
     """Attention of query [B, Hq, D] (the last token of each sequence) over the
     paged context: kv_cache [num_blocks, 2, block_size, Hkv, D], int32
     block_tables [B, max_blocks], int32 context_lens [B]. Returns [B, Hq, D] in
@@ -61,12 +73,20 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     Keywords override the launch heuristic (kernels/decode_splits.py) for
     benchmarks and tests. `max_context_len` (>= every context) spares a device
     sync; `check_indices=False` also skips the block-table range checks, which
-    sync, for CUDA-graph capture by a caller that guarantees them. `pdl` launches
-    the split-K reduce with programmatic dependent launch (None: on sm_90+; see
-    kernels/pdl.py). `workspace` (a `DecodeWorkspace`, one per stream) holds the
-    split-K partials between calls instead of a buffer per call.
+    sync, for CUDA-graph capture by a caller that guarantees them.
+    `split_reduce` says who merges split-K partials: "fused" (the last split
+    program of each sequence and KV head: one launch per call), "kernel" (a
+    second launch, which `pdl` starts with programmatic dependent launch; pdl
+    None: on sm_90+, see kernels/pdl.py) or None: fused where its merge takes one
+    pass (`fused_merge_chunk` splits or fewer), else the kernel (or when pdl=True).
+    `workspace` (a `DecodeWorkspace`, one per stream) holds the split-K partials
+    between calls instead of a buffer per call.
     """
     scale = check_scale(scale)
+    if split_reduce is not None and split_reduce not in SPLIT_REDUCES:
+        raise ValueError(f"split_reduce must be one of {SPLIT_REDUCES} or None, got {split_reduce!r}")
+    if split_reduce == "fused" and pdl:
+        raise ValueError("pdl=True launches the separate split-K reduce; it needs split_reduce='kernel'")
     interpreting = is_interpreting()
     shape = check_attention("paged_decode", query, kv_cache, kv_scales, out, interpreting)
     num_seqs = query.shape[0]
@@ -78,15 +98,20 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
         out = torch.empty_like(query)
     cfg = decode_config(num_seqs, shape.num_kv_heads, shape.head_dim, kv_cache.element_size(), longest,
                         None if interpreting else sm_count(query.device), num_splits, block_n, num_warps, num_stages)
+    if split_reduce is None:
+        fused = not pdl and cfg.num_splits <= fused_merge_chunk(shape.num_heads // shape.num_kv_heads,
+                                                                max(16, next_pow2(shape.head_dim)), cfg.num_warps)
+    else:
+        fused = split_reduce == "fused"
     _launch(query, kv_cache, block_tables, context_lens, scale, kv_scales, out, cfg, shape, interpreting,
-            cfg.num_splits > 1 and use_pdl(query.device, pdl, interpreting), workspace)
+            cfg.num_splits > 1 and not fused and use_pdl(query.device, pdl, interpreting), workspace, fused)
     return out
 
 
 def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
             context_lens: torch.Tensor, scale: float, kv_scales: torch.Tensor | None,
             out: torch.Tensor, cfg: DecodeConfig, shape: AttentionShape, interpreting: bool, pdl: bool,
-            workspace: DecodeWorkspace | None) -> None:
+            workspace: DecodeWorkspace | None, fused: bool) -> None:
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = shape.num_kv_heads
     group = num_heads // num_kv_heads
@@ -94,28 +119,32 @@ def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Ten
     splits = cfg.num_splits
     split = splits > 1
     quant = shape.quantized
+    fused = fused and split
     if split:
         if num_seqs * num_heads * splits * head_dim_pad >= 2**31:
             raise ValueError(f"num_splits {splits} too large: the partial results would need 64-bit offsets")
-        part_m, part_l, part_acc = scratch_partials(workspace, num_seqs * num_heads * splits, head_dim_pad,
-                                                    query.device)
+        part_m, part_l, part_acc, tickets = scratch_partials(workspace, num_seqs * num_heads * splits, head_dim_pad,
+                                                             num_seqs * num_kv_heads if fused else 0, query.device)
         p_strides = (num_heads * splits, splits, 1)
     else:
-        part_m = part_l = part_acc = out                # unused pointers
+        part_m = part_l = part_acc = tickets = None
         p_strides = (0, 0, 0)
+    unused = out                                        # stands in for the pointers this launch never reads
     s_strides = kv_scales.stride() if quant else (0, 0, 0, 0)
     q_strides, o_strides = query.stride(), out.stride()
     launch(_SPLIT, (num_seqs, num_kv_heads, splits),
            (query, kv_cache, kv_scales if quant else kv_cache, block_tables, context_lens, out,
-            part_acc, part_m, part_l),
+            *(unused if t is None else t for t in (part_acc, part_m, part_l, tickets))),
            (scale * LOG2E, cfg.split_len,
             q_strides[0], q_strides[1], o_strides[0], o_strides[1], *kv_cache.stride()[:4], *s_strides,
             block_tables.stride(0), *p_strides),
            (group, max(16, next_pow2(group)), head_dim, head_dim_pad, shape.block_size, cfg.block_n,
             quant, quant and query.dtype != torch.float32, kv_cache.dtype == torch.int8, split,
+            fused, next_pow2(group), min(next_pow2(splits), fused_merge_chunk(group, head_dim_pad, cfg.num_warps))
+            if fused else 1,
             interpreting, "ieee" if query.dtype == torch.float32 else "tf32", interpreting, pdl),
            (("num_warps", cfg.num_warps), ("num_stages", cfg.num_stages)))
-    if split:
+    if split and not fused:
         launch(_REDUCE, (num_seqs, num_heads, 1),
                (out, part_acc, part_m, part_l, context_lens), (cfg.split_len, splits,
                 o_strides[0], o_strides[1], *p_strides),
