@@ -91,7 +91,7 @@ def decode_split_kernel(
             # fp8 V through the fence (float16 before its shared-memory transpose): 206.6 against
             # 215.1 us at B=64 L=4096 on the H200; int8 stays pure (the fenced K and V together
             # were slower for both: see byte_to_fp16_asm).
-            v = byte_to_fp16_asm(v, IS_INT8, IS_INT8)
+            v = byte_to_fp16_asm(v, IS_INT8, PURE=IS_INT8)
         k = dot_operand(k, dot_dtype, DOT_FP32)
         v = dot_operand(v, dot_dtype, DOT_FP32)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)         # [GROUP_PAD, BLOCK_N]

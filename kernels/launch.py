@@ -129,10 +129,12 @@ def stand_ins(key: tuple) -> list[object]:
 
 
 class Compiled(NamedTuple):
-    """A compiled kernel and what its launcher is called with (CompiledKernel.__getitem__'s closure, unrolled)."""
+    """A compiled kernel and what its launcher is called with (CompiledKernel.__getitem__'s
+    closure, unrolled): run(gx, gy, gz, stream, function, packed_metadata, launch_metadata,
+    enter_hook, exit_hook, *args)."""
     handle: Any                 # triton.compiler.CompiledKernel
-    run: Any                    # its launcher object: run(gx, gy, gz, stream, function, packed_metadata,
-    function: int               #   launch_metadata, enter_hook, exit_hook, *args)
+    run: Any                    # its launcher object
+    function: int               # the loaded CUfunction
     packed_metadata: Any
 
 

@@ -98,20 +98,15 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
         out = torch.empty_like(query)
     cfg = decode_config(num_seqs, shape.num_kv_heads, shape.head_dim, kv_cache.element_size(), longest,
                         None if interpreting else sm_count(query.device), num_splits, block_n, num_warps, num_stages)
-    if split_reduce is None:
-        fused = not pdl and cfg.num_splits <= fused_merge_chunk(shape.num_heads // shape.num_kv_heads,
-                                                                max(16, next_pow2(shape.head_dim)), cfg.num_warps)
-    else:
-        fused = split_reduce == "fused"
-    _launch(query, kv_cache, block_tables, context_lens, scale, kv_scales, out, cfg, shape, interpreting,
-            cfg.num_splits > 1 and not fused and use_pdl(query.device, pdl, interpreting), workspace, fused)
+    _launch(query, kv_cache, block_tables, context_lens, scale, kv_scales, out, cfg, shape, interpreting, pdl,
+            workspace, split_reduce)
     return out
 
 
 def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
             context_lens: torch.Tensor, scale: float, kv_scales: torch.Tensor | None,
-            out: torch.Tensor, cfg: DecodeConfig, shape: AttentionShape, interpreting: bool, pdl: bool,
-            workspace: DecodeWorkspace | None, fused: bool) -> None:
+            out: torch.Tensor, cfg: DecodeConfig, shape: AttentionShape, interpreting: bool, pdl: bool | None,
+            workspace: DecodeWorkspace | None, split_reduce: str | None) -> None:
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = shape.num_kv_heads
     group = num_heads // num_kv_heads
@@ -119,7 +114,12 @@ def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Ten
     splits = cfg.num_splits
     split = splits > 1
     quant = shape.quantized
-    fused = fused and split
+    chunk = fused_merge_chunk(group, head_dim_pad, cfg.num_warps)
+    if split_reduce is None:
+        fused = split and not pdl and splits <= chunk
+    else:
+        fused = split and split_reduce == "fused"
+    pdl = split and not fused and use_pdl(query.device, pdl, interpreting)
     if split:
         if num_seqs * num_heads * splits * head_dim_pad >= 2**31:
             raise ValueError(f"num_splits {splits} too large: the partial results would need 64-bit offsets")
@@ -140,8 +140,7 @@ def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Ten
             block_tables.stride(0), *p_strides),
            (group, max(16, next_pow2(group)), head_dim, head_dim_pad, shape.block_size, cfg.block_n,
             quant, quant and query.dtype != torch.float32, kv_cache.dtype == torch.int8, split,
-            fused, next_pow2(group), min(next_pow2(splits), fused_merge_chunk(group, head_dim_pad, cfg.num_warps))
-            if fused else 1,
+            fused, next_pow2(group), min(next_pow2(splits), chunk) if fused else 1,
             interpreting, "ieee" if query.dtype == torch.float32 else "tf32", interpreting, pdl),
            (("num_warps", cfg.num_warps), ("num_stages", cfg.num_stages)))
     if split and not fused:
