@@ -2,6 +2,7 @@
 
     python3 -m bench.sweep_prefill --batch 4 --seq-len 4096 --heads 32/32/128 \
         --block-m 64,128 --block-n 64,128 --warps 4,8 --stages 2,3 --json out.json
+    python3 -m bench.sweep_prefill --seq-len 512 --cached 3584 --heads 32/8/128   # an extend
 
 Every configuration is first checked against SDPA's flash backend on the same
 unpaged tensors (relative error < 2e-2), then timed like the benchmarks (a
@@ -26,12 +27,19 @@ from bench.sweep_args import cuda_missing, parse_with_knobs, sweep_parser
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = sweep_parser("python3 -m bench.sweep_prefill", __doc__, (32, 32, 128))
     ap.add_argument("--batch", type=int, default=4, help="sequences (default 4)")
-    ap.add_argument("--seq-len", type=int, default=4096, help="tokens per sequence, all new (default 4096)")
+    ap.add_argument("--seq-len", type=int, default=4096, help="new tokens (queries) per sequence (default 4096)")
+    ap.add_argument("--cached", type=int, default=0,
+                    help="tokens already in the cache before the new ones (an extend; default 0)")
+    ap.add_argument("--page", type=int, default=16,
+                    help="cache block size in tokens (default 16; a page >= block_n makes each KV tile one "
+                         "contiguous run, which prices the block-table gather)")
     args = parse_with_knobs(ap, argv, {"block-m": "query rows per program (powers of two >= 16)",
                                        "block-n": "KV tokens per inner step (powers of two >= 16)",
                                        "warps": "num_warps values", "stages": "num_stages values"})
-    if args.batch < 1 or args.seq_len < 1:
-        ap.error("--batch and --seq-len must be >= 1")
+    if args.batch < 1 or args.seq_len < 1 or args.cached < 0:
+        ap.error("--batch and --seq-len must be >= 1, --cached >= 0")
+    if args.page < 1 or args.page & (args.page - 1):
+        ap.error(f"--page must be a power of two, got {args.page}")
     return args
 
 
@@ -41,29 +49,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import kernels
     from bench.figures import check_close
-    from bench.peers import sdpa_flash_prefill
-    from bench.problems import prefill_problem
+    from bench.peers import sdpa_extend, sdpa_flash_prefill
+    from bench.problems import extend_problem
     from bench.timing import L2Flush, time_gpu
     from kernels.prefill_plan import plan_prefill
 
     flush = L2Flush("cuda")
     hq, hkv, d = args.heads
-    p = prefill_problem(args.batch, args.seq_len, hq, hkv, d, device="cuda")
+    p = extend_problem(args.batch, args.seq_len, args.cached, hq, hkv, d, block_size=args.page, device="cuda")
     k, v = p.k, p.v
+    # An extend's queries are the last ones: causal aligned to the end, which SDPA's
+    # is_causal (aligned to the start) is not; SDPA picks its kernel for that bias.
+    peer = sdpa_extend if args.cached else sdpa_flash_prefill
+    peer_name = "SDPA (lower-right causal)" if args.cached else "SDPA flash"
     try:
-        ref = sdpa_flash_prefill(p.q, k, v, p.scale)
-    except RuntimeError:   # a flash without GQA: hand it the repeated heads, as the benchmark does
+        ref = peer(p.q, k, v, p.scale)
+    except RuntimeError:   # no GQA there: hand it the repeated heads, as the benchmark does
         k, v = (t.repeat_interleave(hq // hkv, dim=1) for t in (p.k, p.v))
-        ref = sdpa_flash_prefill(p.q, k, v, p.scale)
+        ref = peer(p.q, k, v, p.scale)
     ref = ref.transpose(1, 2).reshape(p.query.shape)
-    sdpa = time_gpu(lambda: sdpa_flash_prefill(p.q, k, v, p.scale), flush)
+    sdpa = time_gpu(lambda: peer(p.q, k, v, p.scale), flush)
     num_blocks, _, block_size, _, head_dim = p.kv_cache.shape
     out = torch.empty_like(p.query)
     combos = list(itertools.product(args.block_m, args.block_n, args.warps, args.stages))
     if (None, None, None, None) not in combos:
         combos.insert(0, (None, None, None, None))      # the heuristic's choice: the baseline
     flops = p.causal_flops()
-    print(f"prefill B={args.batch} L={args.seq_len} {hq}/{hkv}/{d} causal: SDPA flash {sdpa.median * 1e3:.3f} ms "
+    what = f"extend {args.seq_len} over {args.cached} cached" if args.cached else f"prefill L={args.seq_len}"
+    print(f"{what} B={args.batch} {hq}/{hkv}/{d} page {args.page} causal: {peer_name} {sdpa.median * 1e3:.3f} ms "
           f"({flops / sdpa.median / 1e12:.0f} TFLOP/s); {len(combos)} configurations")
     rows = []
     for i, (block_m, block_n, warps, stages) in enumerate(combos, 1):
@@ -92,14 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(combos)}] {label}: {samples.median * 1e3:.3f} ms, {tflops:.0f} TFLOP/s "
               f"({time.perf_counter() - t0:.1f} s incl. compile)", flush=True)
     base = next((r for r in rows if r["auto"] and "median_s" in r), None)
-    print("\n| config | ms | TFLOP/s | vs SDPA flash | vs auto |\n|---|---|---|---|---|")
+    print(f"\n| config | ms | TFLOP/s | vs {peer_name} | vs auto |\n|---|---|---|---|---|")
     for r in sorted((r for r in rows if "median_s" in r), key=lambda r: r["median_s"]):
         vs = base["median_s"] / r["median_s"] if base else float("nan")
         print(f"| {r['config']}{' (auto)' if r['auto'] else ''} | {r['median_s'] * 1e3:.3f} | {r['tflops']:.0f} | "
               f"{r['speedup_vs_sdpa']:.3f}× | {vs:.3f}× |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"problem": {"batch": args.batch, "seq_len": args.seq_len, "heads": [hq, hkv, d],
+            json.dump({"problem": {"batch": args.batch, "seq_len": args.seq_len, "cached": args.cached,
+                                   "page": args.page, "heads": [hq, hkv, d],
                                    "flops": flops},
                        "sdpa_median_s": sdpa.median, "device": torch.cuda.get_device_name(),
                        "torch": torch.__version__, "rows": rows}, f, indent=1)
