@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kernels.paged_prefill import paged_prefill
-from kernels.prefill_config import prefill_config
+from kernels.prefill_config import PrefillConfig, prefill_config
 from kernels.prefill_plan import plan_prefill
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -116,7 +116,8 @@ def test_cpu_tensors_rejected_without_interpreter(monkeypatch: pytest.MonkeyPatc
 
 
 def test_tile_map_covers_every_query_tile_once() -> None:
-    """The map lists (sequence, tile) for every tile exactly once, longest first, the rest idle."""
+    """The map lists (sequence, tile) for every tile exactly once, the rest idle: sequence
+    by sequence (longest context first, ties in batch order), each one's tiles longest first."""
     qlens, prefixes, block_m = [0, 1, 16, 17, 40, 0, 3], [5, 0, 9, 0, 2, 0, 30], 16
     starts = torch.tensor([0] + torch.tensor(qlens).cumsum(0).tolist(), dtype=torch.int32)
     ctx = torch.tensor([q + p for q, p in zip(qlens, prefixes)], dtype=torch.int32)
@@ -127,8 +128,13 @@ def test_tile_map_covers_every_query_tile_once() -> None:
     expected = {(i, t) for i, q in enumerate(qlens) for t in range(-(-q // block_m))}
     assert sorted(live) == sorted(expected) and len(live) == len(expected)
     assert seq[len(live):] == [-1] * (len(seq) - len(live))
-    work = [prefixes[s] + min((t + 1) * block_m, qlens[s]) for s, t in live]
-    assert work == sorted(work, reverse=True)
+    ctx_of = [q + p for q, p in zip(qlens, prefixes)]
+    seq_order = [s for i, (s, _) in enumerate(live) if i == 0 or live[i - 1][0] != s]
+    assert len(seq_order) == len(set(seq_order)), "a sequence's tiles are not contiguous"
+    assert seq_order == sorted(seq_order, key=lambda s: (-ctx_of[s], s))
+    for s in seq_order:
+        work = [prefixes[s] + min((t + 1) * block_m, qlens[s]) for s2, t in live if s2 == s]
+        assert work == sorted(work, reverse=True)
 
 
 def test_empty_batches() -> None:
@@ -142,10 +148,15 @@ def test_empty_batches() -> None:
 
 
 def test_config_heuristic() -> None:
-    """The documented GPU defaults, the small-query shrink and the interpreter tiles."""
-    cfg = prefill_config(128, torch.bfloat16, on_gpu=True)
-    assert (cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages) == (128, 128, 8, 3)
-    assert prefill_config(256, torch.bfloat16, on_gpu=True).block_m == 64
+    """The documented GPU defaults, the deep pipeline on long contexts, the small-query
+    shrink and the interpreter tiles."""
+    def tiles(cfg: PrefillConfig) -> tuple[int, int, int, int]:
+        return cfg.block_m, cfg.block_n, cfg.num_warps, cfg.num_stages
+    assert tiles(prefill_config(128, torch.bfloat16, on_gpu=True)) == (128, 128, 8, 3)
+    assert tiles(prefill_config(128, torch.bfloat16, on_gpu=True, max_context_len=2047)) == (128, 128, 8, 3)
+    assert tiles(prefill_config(128, torch.bfloat16, on_gpu=True, max_context_len=2048)) == (128, 128, 8, 5)
+    assert tiles(prefill_config(64, torch.bfloat16, on_gpu=True)) == (128, 64, 8, 5)
+    assert tiles(prefill_config(256, torch.bfloat16, on_gpu=True)) == (128, 64, 8, 2)
     assert prefill_config(128, torch.bfloat16, on_gpu=True, max_query_len=1).block_m == 16
     assert prefill_config(128, torch.bfloat16, on_gpu=True, max_query_len=40).block_m == 64
     assert prefill_config(64, torch.float32, on_gpu=False).block_m == 32

@@ -10,8 +10,9 @@ loaded.
 
 Why per query head rather than per KV head with the GQA group packed into the
 rows: prefill is compute bound, and the group's other heads run as neighbouring
-programs (the head index varies fastest in the grid), so their K/V tiles come
-from L2; per-head programs keep the causal mask a plain row/column compare.
+programs (the head index within the group varies fastest in the grid), so their
+K/V tiles come from L2; per-head programs keep the causal mask a plain
+row/column compare.
 """
 from __future__ import annotations
 
@@ -102,11 +103,14 @@ def _paged_prefill_kernel(
         GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAGE: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, QUANTIZED: tl.constexpr,
         DOT_F32: tl.constexpr, INTERPRET: tl.constexpr, PRECISION: tl.constexpr):
-    # 1-D grid, head fastest: the programs of one query tile run side by side and
-    # share K/V tiles through L2 (axis 0 also has no 65535 limit).
+    # 1-D grid (axis 0 has no 65535 limit): KV head slowest, then the tile map
+    # (sequence by sequence), then the query heads of the KV head's group. The
+    # programs running at once read the same sequence's K/V of one KV head, which
+    # so stays in L2 (prefill_plan.build_tile_map says what the other order cost).
     pid = tl.program_id(0)
-    head = pid % num_heads
-    tile = pid // num_heads
+    rest = pid // GROUP
+    head = (rest // max_tiles) * GROUP + pid % GROUP
+    tile = rest % max_tiles
     seq = tl.load(tile_map_ptr + tile)
     if seq < 0:
         return

@@ -28,16 +28,24 @@ class PrefillPlan:
 
 def build_tile_map(query_start_loc: torch.Tensor, context_lens: torch.Tensor, num_tokens: int,
                    block_m: int) -> torch.Tensor:
-    """int32 [2, max_tiles] (sequence, tile) per program, longest tiles first.
+    """int32 [2, max_tiles] (sequence, tile) per program: sequence by sequence, the
+    longest sequences first, each one's tiles longest first.
 
     Sequence i has ceil(query_len_i / block_m) tiles; with cum the inclusive
     cumulative tile counts, global tile t belongs to the sequence
     searchsorted(cum, t, right=True). The grid size must be known on the host
     without reading query_start_loc, so it is the bound
     sum_i ceil(q_i / m) <= ceil(T / m) + num_seqs; programs past the real count
-    get sequence -1 and exit. Tiles are ordered by the number of keys they
-    attend to, largest first, so the long causal tiles start early and the short
-    ones fill the tail of the launch.
+    get sequence -1 and exit.
+
+    Why this order: the kernel runs the map once per KV head, so the programs
+    running at once are one sequence's query tiles (and the query heads sharing
+    their KV head), which read the same K/V: it stays in L2. Ordered by key
+    count alone, the tiles of all sequences and heads interleaved, and at
+    B=4 L=4096 32/32/128 the kernel re-read K/V from DRAM for every query tile
+    (L2 hit rate 5 %, 3 TB/s of DRAM traffic, H200 ncu). Longest sequences
+    first and each sequence's long causal tiles first still let the short ones
+    fill the tail of the launch.
     """
     device = query_start_loc.device
     num_seqs = context_lens.shape[0]
@@ -51,11 +59,15 @@ def build_tile_map(query_start_loc: torch.Tensor, context_lens: torch.Tensor, nu
     live = seq < num_seqs
     seq_c = seq.clamp(max=max(num_seqs - 1, 0))
     tile_in_seq = t - (cum[seq_c] - tiles[seq_c])
-    prefix = context_lens.long()[seq_c] - query_lens[seq_c]
-    keys = prefix + torch.minimum((tile_in_seq + 1) * block_m, query_lens[seq_c])
-    keys = torch.where(live, keys, torch.full_like(keys, -1))
-    order = torch.argsort(keys, descending=True, stable=True)
-    seq_out = torch.where(live, seq, torch.full_like(seq, -1))[order]
+    ctx = context_lens.long()
+    keys = ctx[seq_c] - query_lens[seq_c] + torch.minimum((tile_in_seq + 1) * block_m, query_lens[seq_c])
+    # Rank of each sequence, longest context first (ties: batch order); idle programs last.
+    seq_rank = torch.empty_like(ctx)
+    seq_rank[torch.argsort(ctx, descending=True, stable=True)] = torch.arange(num_seqs, device=device)
+    rank = torch.where(live, seq_rank[seq_c], num_seqs)
+    # One sort on (rank, then most keys first): keys < 2**31, so both fit one int64.
+    order = torch.argsort(rank * 2**32 + (2**31 - 1 - torch.where(live, keys, 0)))
+    seq_out = torch.where(live, seq, -1)[order]
     return torch.stack([seq_out, tile_in_seq[order]]).to(torch.int32).contiguous()
 
 
@@ -69,6 +81,6 @@ def plan_prefill(query_start_loc: torch.Tensor, context_lens: torch.Tensor, bloc
     num_seqs = check_index_tensors(block_tables, context_lens, None, device)
     query_start_loc = check_query_start_loc(query_start_loc, num_seqs, device)
     facts = check_indices(block_tables, context_lens, num_blocks, block_size, query_start_loc, num_tokens)
-    config = prefill_config(head_dim, query_dtype, on_gpu, facts.max_query_len, **overrides)
+    config = prefill_config(head_dim, query_dtype, on_gpu, facts.max_query_len, facts.longest, **overrides)
     tile_map = build_tile_map(query_start_loc, context_lens, num_tokens, config.block_m)
     return PrefillPlan(tile_map, config, num_seqs, num_tokens, facts.max_query_len)

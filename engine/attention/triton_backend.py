@@ -47,7 +47,8 @@ class TritonBackend(AttentionBackend):
         plan = self._plans.get(key)
         if plan is None:
             on_gpu = device.type == "cuda" and not is_interpreting()
-            config = prefill_config(head_dim, query_dtype, on_gpu, metadata.max_query_len)
+            config = prefill_config(head_dim, query_dtype, on_gpu, metadata.max_query_len,
+                                    metadata.max_context_len)
             tile_map = build_tile_map(metadata.query_start_loc, metadata.context_lens,
                                       metadata.num_tokens, config.block_m)
             plan = PrefillPlan(tile_map, config, metadata.num_seqs, metadata.num_tokens, metadata.max_query_len)
