@@ -22,12 +22,17 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+try:        # the C getenv Triton's own knobs read: 0.05 us against os.environ's ~0.7 (one read per launcher call)
+    from triton._C.libtriton import getenv as _getenv
+except ImportError:
+    _getenv = os.environ.get
+
 LOG2E = 1.4426950408889634   # exp(x) = exp2(x * LOG2E): the kernels fold it into their score scale
 
 
 def is_interpreting() -> bool:
     """True when Triton runs kernels through its CPU interpreter (TRITON_INTERPRET=1)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return _getenv("TRITON_INTERPRET") not in (None, "", "0")
 
 
 def dot_in_fp32() -> bool:
