@@ -12,18 +12,24 @@ Reuse is safe in stream order: on one stream a call's merge has read the
 partials (and reset its tickets) before the next call's attention pass writes them. A workspace is not
 for calls running concurrently on several streams. A buffer it outgrew is kept
 alive, not freed: a CUDA graph captured over an earlier call still points there.
+
+A workspace also keeps the launch plans of its calls (kernels/decode_plan.py):
+a repeat call with the same tensors' metadata skips straight to its launches.
 """
 from __future__ import annotations
 
 import torch
 
+from kernels.decode_plan import DecodePlans
+
 _ALIGN = 64          # floats: every slice starts on a 256-byte boundary
 
 
 class DecodeWorkspace:
-    """Caller-owned split-K scratch for `paged_decode(..., workspace=)`."""
+    """Caller-owned split-K scratch and launch plans for `paged_decode(..., workspace=)`."""
 
     def __init__(self) -> None:
+        self.plans = DecodePlans()
         self._buffer: torch.Tensor | None = None
         self._tickets: torch.Tensor | None = None
         self._outgrown: list[torch.Tensor] = []

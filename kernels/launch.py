@@ -23,6 +23,11 @@ no launch metadata (Triton 3.6's own launch builds both for an empty hook chain)
 What the key does not cover goes the JIT way, always correct: the interpreter,
 a pointer not 16-byte aligned, an argument of another type, and Triton's debug
 or instrumentation modes (they change what the JIT compiles).
+
+`prepare` does `launch`'s work once and keeps it (`Prepared`) for a caller that
+repeats a launch with tensors of the same dtypes and alignment
+(kernels/decode_plan.py); `run_prepared` then asks per call only what may move
+between calls: the debug modes, the current device, hooks and stream.
 """
 from __future__ import annotations
 
@@ -166,6 +171,18 @@ def _installed(hook: object) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
+def _run(kern: Compiled, grid: tuple[int, int, int], device: int, ptrs: tuple, scalars: tuple,
+         consts: tuple) -> None:
+    """Launch a compiled kernel: its launcher object directly, or with a launch hook
+    installed the public handle (which calls the hooks)."""
+    hooks = knobs.runtime
+    if not (_installed(hooks.launch_enter_hook) or _installed(hooks.launch_exit_hook)):
+        kern.run(grid[0], grid[1], grid[2], _current_stream(device), kern.function, kern.packed_metadata,
+                 None, None, None, *ptrs, *scalars, *consts)
+    else:
+        kern.handle[grid](*ptrs, *scalars, *consts)
+
+
 def launch(kernel: Kernel, grid: tuple[int, int, int], ptrs: tuple, scalars: tuple, consts: tuple,
            options: tuple[tuple[str, object], ...] = ()) -> None:
     """Launch `kernel` on `grid` with runtime arguments `ptrs` (the tensors) then
@@ -177,11 +194,43 @@ def launch(kernel: Kernel, grid: tuple[int, int, int], ptrs: tuple, scalars: tup
         # None from `compiled`: a JIT cache hook took the compile over; the JIT path honours it.
         kern = None if key is None else compiled(kernel, device, key, consts, options)
         if kern is not None:
-            hooks = knobs.runtime
-            if not (_installed(hooks.launch_enter_hook) or _installed(hooks.launch_exit_hook)):
-                kern.run(grid[0], grid[1], grid[2], _current_stream(device), kern.function, kern.packed_metadata,
-                         None, None, None, *ptrs, *scalars, *consts)
-            else:
-                kern.handle[grid](*ptrs, *scalars, *consts)
+            _run(kern, grid, device, ptrs, scalars, consts)
             return
     kernel.fn[grid](*ptrs, *scalars, *consts, **dict(options))
+
+
+class Prepared(NamedTuple):
+    """One launch with everything but its tensors fixed, for a caller that keeps it
+    between calls whose tensors have the same dtypes and 16-byte alignment
+    (kernels/decode_plan.py)."""
+    kernel: Kernel
+    grid: tuple[int, int, int]
+    scalars: tuple
+    consts: tuple
+    options: tuple[tuple[str, object], ...]
+    device: int | None          # the current CUDA device `kern` was found for
+    kern: Compiled | None       # None: each run goes through `launch` (interpreter, JIT path)
+
+
+def prepare(kernel: Kernel, grid: tuple[int, int, int], ptrs: tuple, scalars: tuple, consts: tuple,
+            options: tuple[tuple[str, object], ...] = ()) -> Prepared:
+    """`launch`'s arguments with the compiled kernel it would choose for `ptrs`'
+    dtypes and alignment (the tensors themselves are not kept)."""
+    kern = device = None
+    if kernel.jit and _jit_modes_off():
+        key = arg_classes(kernel, ptrs, scalars)
+        if key is not None:
+            device = _current_device()
+            kern = compiled(kernel, device, key, consts, options)
+    return Prepared(kernel, grid, scalars, consts, options, device, kern)
+
+
+def run_prepared(p: Prepared, ptrs: tuple) -> None:
+    """Launch `p` with `ptrs`, whose dtypes and 16-byte alignment are those it was
+    prepared with (the caller's key guarantees it). What `launch` decides per call
+    (debug modes, the current device, hooks) is asked again; if any moved, `launch`."""
+    kern = p.kern
+    if kern is not None and _jit_modes_off() and _current_device() == p.device:
+        _run(kern, p.grid, p.device, ptrs, p.scalars, p.consts)
+    else:
+        launch(p.kernel, p.grid, ptrs, p.scalars, p.consts, p.options)

@@ -9,16 +9,18 @@ attributes once, the config is cached per shape, the device's SM count and
 capability are asked once, the kernels go out through their compiled handles
 (kernels/launch.py) and the split-K partials come from a caller's
 `DecodeWorkspace` when given. An unchecked call does no host sync and, with a
-workspace, no allocation.
+workspace, no allocation; a repeat of an unchecked call on a workspace runs the
+plan the first one left there (kernels/decode_plan.py).
 """
 from __future__ import annotations
 
 import torch
 
 from kernels.decode_kernels import decode_reduce_kernel, decode_split_kernel
+from kernels.decode_plan import DecodePlan, call_key, split_ptrs
 from kernels.decode_splits import MAX_SPLITS, DecodeConfig, decode_config, sm_count
 from kernels.decode_workspace import DecodeWorkspace, scratch_partials
-from kernels.launch import Kernel, launch, next_pow2
+from kernels.launch import Kernel, next_pow2, prepare
 from kernels.pdl import use_pdl
 from kernels.triton_compat import LOG2E, is_interpreting
 from kernels.validation import (AttentionShape, check_attention, check_index_tensors, check_indices,
@@ -79,34 +81,49 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     second launch, which `pdl` starts with programmatic dependent launch; pdl
     None: on sm_90+, see kernels/pdl.py) or None: fused where its merge takes one
     pass (`fused_merge_chunk` splits or fewer), else the kernel (or when pdl=True).
-    `workspace` (a `DecodeWorkspace`, one per stream) holds the split-K partials
-    between calls instead of a buffer per call.
+    `workspace` (a `DecodeWorkspace`, one per stream and call site) holds the
+    split-K partials between calls instead of a buffer per call, and the launch
+    plans of unchecked calls with an int `max_context_len`: a repeat call whose
+    tensors have the same metadata runs its plan without the checks, which ran
+    when it was made (kernels/decode_plan.py).
     """
+    # A repeat call of the same metadata on a workspace runs its plan (kernels/decode_plan.py);
+    # anything else, and the first call, takes the full path, which plans for the next.
+    interpreting = is_interpreting()
+    key = None
+    if workspace is not None and not check_indices and type(max_context_len) is int:
+        key = call_key(query, kv_cache, block_tables, context_lens, kv_scales, out,
+                       (scale, max_context_len, num_splits, block_n, num_warps, num_stages, pdl, split_reduce,
+                        interpreting))
+        plan = None if key is None else workspace.plans.get(key)
+        if plan is not None:
+            return plan.run(query, kv_cache, kv_scales, block_tables, context_lens, out)
     scale = check_scale(scale)
     if split_reduce is not None and split_reduce not in SPLIT_REDUCES:
         raise ValueError(f"split_reduce must be one of {SPLIT_REDUCES} or None, got {split_reduce!r}")
     if split_reduce == "fused" and pdl:
         raise ValueError("pdl=True launches the separate split-K reduce; it needs split_reduce='kernel'")
-    interpreting = is_interpreting()
     shape = check_attention("paged_decode", query, kv_cache, kv_scales, out, interpreting)
     num_seqs = query.shape[0]
     check_index_tensors(block_tables, context_lens, num_seqs, query.device)
     if num_seqs == 0:
         return torch.empty_like(query) if out is None else out
     longest = _context_bound(block_tables, context_lens, shape, max_context_len, check_indices)
-    if out is None:
-        out = torch.empty_like(query)
+    planned_out = torch.empty_like(query) if out is None else out
     cfg = decode_config(num_seqs, shape.num_kv_heads, shape.head_dim, kv_cache.element_size(), longest,
                         None if interpreting else sm_count(query.device), num_splits, block_n, num_warps, num_stages)
-    _launch(query, kv_cache, block_tables, context_lens, scale, kv_scales, out, cfg, shape, interpreting, pdl,
-            workspace, split_reduce)
-    return out
+    plan = _plan(query, kv_cache, kv_scales, block_tables, context_lens, scale, planned_out, cfg, shape,
+                 interpreting, pdl, workspace, split_reduce)
+    if key is not None:
+        workspace.plans.put(key, plan)
+    return plan.run(query, kv_cache, kv_scales, block_tables, context_lens, planned_out)
 
 
-def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
-            context_lens: torch.Tensor, scale: float, kv_scales: torch.Tensor | None,
-            out: torch.Tensor, cfg: DecodeConfig, shape: AttentionShape, interpreting: bool, pdl: bool | None,
-            workspace: DecodeWorkspace | None, split_reduce: str | None) -> None:
+def _plan(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor | None,
+          block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, out: torch.Tensor,
+          cfg: DecodeConfig, shape: AttentionShape, interpreting: bool, pdl: bool | None,
+          workspace: DecodeWorkspace | None, split_reduce: str | None) -> DecodePlan:
+    """The launches of this call, for checked arguments (`out` given: its strides are launch arguments)."""
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = shape.num_kv_heads
     group = num_heads // num_kv_heads
@@ -125,27 +142,29 @@ def _launch(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Ten
             raise ValueError(f"num_splits {splits} too large: the partial results would need 64-bit offsets")
         part_m, part_l, part_acc, tickets = scratch_partials(workspace, num_seqs * num_heads * splits, head_dim_pad,
                                                              num_seqs * num_kv_heads if fused else 0, query.device)
+        partials = (part_acc, part_m, part_l)
         p_strides = (num_heads * splits, splits, 1)
     else:
-        part_m = part_l = part_acc = tickets = None
+        partials = tickets = None
         p_strides = (0, 0, 0)
-    unused = out                                        # stands in for the pointers this launch never reads
     s_strides = kv_scales.stride() if quant else (0, 0, 0, 0)
     q_strides, o_strides = query.stride(), out.stride()
-    launch(_SPLIT, (num_seqs, num_kv_heads, splits),
-           (query, kv_cache, kv_scales if quant else kv_cache, block_tables, context_lens, out,
-            *(unused if t is None else t for t in (part_acc, part_m, part_l, tickets))),
-           (scale * LOG2E, cfg.split_len,
-            q_strides[0], q_strides[1], o_strides[0], o_strides[1], *kv_cache.stride()[:4], *s_strides,
-            block_tables.stride(0), *p_strides),
-           (group, max(16, next_pow2(group)), head_dim, head_dim_pad, shape.block_size, cfg.block_n,
-            quant, quant and query.dtype != torch.float32, kv_cache.dtype == torch.int8, split,
-            fused, next_pow2(group), min(next_pow2(splits), chunk) if fused else 1,
-            interpreting, "ieee" if query.dtype == torch.float32 else "tf32", interpreting, pdl),
-           (("num_warps", cfg.num_warps), ("num_stages", cfg.num_stages)))
+    split_launch = prepare(
+        _SPLIT, (num_seqs, num_kv_heads, splits),
+        split_ptrs(query, kv_cache, kv_scales if quant else None, block_tables, context_lens, out, partials, tickets),
+        (scale * LOG2E, cfg.split_len,
+         q_strides[0], q_strides[1], o_strides[0], o_strides[1], *kv_cache.stride()[:4], *s_strides,
+         block_tables.stride(0), *p_strides),
+        (group, max(16, next_pow2(group)), head_dim, head_dim_pad, shape.block_size, cfg.block_n,
+         quant, quant and query.dtype != torch.float32, kv_cache.dtype == torch.int8, split,
+         fused, next_pow2(group), min(next_pow2(splits), chunk) if fused else 1,
+         interpreting, "ieee" if query.dtype == torch.float32 else "tf32", interpreting, pdl),
+        (("num_warps", cfg.num_warps), ("num_stages", cfg.num_stages)))
+    reduce_launch = None
     if split and not fused:
-        launch(_REDUCE, (num_seqs, num_heads, 1),
-               (out, part_acc, part_m, part_l, context_lens), (cfg.split_len, splits,
-                o_strides[0], o_strides[1], *p_strides),
-               (head_dim, head_dim_pad, min(next_pow2(splits), MAX_SPLITS), interpreting, pdl),
-               (("num_warps", 4 if head_dim_pad >= 128 else 2),) + ((("launch_pdl", True),) if pdl else ()))
+        reduce_launch = prepare(
+            _REDUCE, (num_seqs, num_heads, 1),
+            (out, *partials, context_lens), (cfg.split_len, splits, o_strides[0], o_strides[1], *p_strides),
+            (head_dim, head_dim_pad, min(next_pow2(splits), MAX_SPLITS), interpreting, pdl),
+            (("num_warps", 4 if head_dim_pad >= 128 else 2),) + ((("launch_pdl", True),) if pdl else ()))
+    return DecodePlan(split_launch, reduce_launch, quant, partials, tickets)
