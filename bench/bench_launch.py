@@ -11,6 +11,12 @@ unchecked call followed by torch.cuda.synchronize(): what any call that waits
 for the device once costs at least; a checked call's overhead is its time above
 that. GPU time is the unchecked call through bench.timing (CUDA graph, L2
 flushed), for scale. Shapes: 32/8/128 heads, bf16, block 16.
+
+An unchecked decode is measured twice: `unchecked` without a workspace (every
+call the full path: checks, config, specialisation key) and `unchecked_workspace`
+with one, as the engine's triton backend calls it: each repeat runs the plan the
+first call left on the workspace (kernels/decode_plan.py), the call the 2x goal
+is for.
 """
 from __future__ import annotations
 
@@ -75,6 +81,7 @@ def _decode_calls(batch: int, context: int) -> dict[str, Callable[[], object]]:
     return {
         "checked": lambda: kernels.paged_decode(*args(), out=out),
         "unchecked": lambda: kernels.paged_decode(*args(), out=out, check_indices=False, max_context_len=p.context),
+        # repeats run the workspace's plan (kernels/decode_plan.py)
         "unchecked_workspace": lambda: kernels.paged_decode(*args(), out=out, check_indices=False,
                                                             max_context_len=p.context, workspace=workspace),
     }
