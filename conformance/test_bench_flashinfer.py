@@ -59,3 +59,15 @@ def test_flashinfer_absent_is_recorded_not_timed() -> None:
     built = []
     time_settings(lambda s: built.append(s), ("fa2",), torch.zeros(1), None, None, None, info)
     assert built == [] and "flashinfer_note" in info and "speedup_vs_flashinfer" not in info
+
+
+def test_stopped_module_builds_skip_the_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After gpu_suite.sh stopped FlashInfer's builds, the peer is a recorded skip with the
+    suite's reason, even on a CUDA machine where flashinfer imports: nothing is built or timed."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("PAGEDLM_FLASHINFER_SKIP", "its module builds were stopped at the suite's 189s cap")
+    info: dict[str, object] = {}
+    built = []
+    time_settings(lambda s: built.append(s), ("fa3", "fa2"), torch.zeros(1), None, None, None, info)
+    assert built == [] and "speedup_vs_flashinfer" not in info
+    assert info["flashinfer_note"] == "skipped: its module builds were stopped at the suite's 189s cap"
