@@ -183,20 +183,30 @@ def _run(kern: Compiled, grid: tuple[int, int, int], device: int, ptrs: tuple, s
         kern.handle[grid](*ptrs, *scalars, *consts)
 
 
+def _find(kernel: Kernel, ptrs: tuple, scalars: tuple, consts: tuple,
+          options: tuple[tuple[str, object], ...]) -> tuple[int | None, Compiled | None]:
+    """The current device and the compiled kernel the JIT would run for these arguments,
+    or (None, None) where the JIT path must run: the interpreter, a debug mode, an
+    argument the key does not cover, or a JIT cache hook that took the compile over."""
+    if not (kernel.jit and _jit_modes_off()):
+        return None, None
+    key = arg_classes(kernel, ptrs, scalars)
+    if key is None:
+        return None, None
+    device = _current_device()
+    return device, compiled(kernel, device, key, consts, options)
+
+
 def launch(kernel: Kernel, grid: tuple[int, int, int], ptrs: tuple, scalars: tuple, consts: tuple,
            options: tuple[tuple[str, object], ...] = ()) -> None:
     """Launch `kernel` on `grid` with runtime arguments `ptrs` (the tensors) then
     `scalars`, constexpr values `consts` (all in signature order) and launch
     `options` such as num_warps."""
-    if kernel.jit and _jit_modes_off():
-        key = arg_classes(kernel, ptrs, scalars)
-        device = _current_device()
-        # None from `compiled`: a JIT cache hook took the compile over; the JIT path honours it.
-        kern = None if key is None else compiled(kernel, device, key, consts, options)
-        if kern is not None:
-            _run(kern, grid, device, ptrs, scalars, consts)
-            return
-    kernel.fn[grid](*ptrs, *scalars, *consts, **dict(options))
+    device, kern = _find(kernel, ptrs, scalars, consts, options)
+    if kern is not None:
+        _run(kern, grid, device, ptrs, scalars, consts)
+    else:
+        kernel.fn[grid](*ptrs, *scalars, *consts, **dict(options))
 
 
 class Prepared(NamedTuple):
@@ -216,12 +226,7 @@ def prepare(kernel: Kernel, grid: tuple[int, int, int], ptrs: tuple, scalars: tu
             options: tuple[tuple[str, object], ...] = ()) -> Prepared:
     """`launch`'s arguments with the compiled kernel it would choose for `ptrs`'
     dtypes and alignment (the tensors themselves are not kept)."""
-    kern = device = None
-    if kernel.jit and _jit_modes_off():
-        key = arg_classes(kernel, ptrs, scalars)
-        if key is not None:
-            device = _current_device()
-            kern = compiled(kernel, device, key, consts, options)
+    device, kern = _find(kernel, ptrs, scalars, consts, options)
     return Prepared(kernel, grid, scalars, consts, options, device, kern)
 
 
