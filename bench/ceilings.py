@@ -72,6 +72,23 @@ def measure_read(flush, device: torch.device) -> tuple[float, str]:
     return best, best_cfg
 
 
+def measure_read_floor(nbytes: int, flush, device: torch.device) -> tuple[float, float]:
+    """What a plain streaming read achieves at one problem's size, timed like the
+    kernels (CUDA graph, flushed): (seconds to read `nbytes`, best of
+    READ_CONFIGS; seconds of a one-program launch that reads 16 KiB). A small
+    decode's % of the read ceiling is bounded by the first, its fixed cost by
+    the second."""
+    x = torch.empty(max(1, nbytes // 4), dtype=torch.float32, device=device).uniform_(-1, 1)
+    best = float("inf")
+    for block, warps in READ_CONFIGS:
+        out = torch.empty(triton.cdiv(x.numel(), block), dtype=torch.float32, device=device)
+        best = min(best, time_gpu(lambda: read_sum(x, block, warps, out), flush).median)
+    one = x[:4096]
+    out = torch.empty(1, dtype=torch.float32, device=device)
+    launch = time_gpu(lambda: read_sum(one, 4096, 4, out), flush).median
+    return best, launch
+
+
 def measure_copy(flush, device: torch.device) -> float:
     src = torch.empty(COPY_BYTES // 2, dtype=torch.bfloat16, device=device).uniform_(-1, 1)
     dst = torch.empty_like(src)

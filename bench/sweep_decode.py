@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if cuda_missing("sweep_decode"):
         return 2
     import kernels
-    from bench.ceilings import measure_read
+    from bench.ceilings import measure_read, measure_read_floor
     from bench.figures import check_close
     from bench.peers import gather_sdpa_decode
     from bench.problems import decode_problem
@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         combos.insert(0, (None,) * 6)      # the heuristic's choice: the baseline
     print(f"decode {args.cache} B={args.batch} L={args.context} {hq}/{hkv}/{d}: {nbytes / 1e6:.1f} MB; "
           f"read ceiling {read_gbps:.0f} GB/s; {len(combos)} configurations")
+    floor_s, launch_s = measure_read_floor(nbytes, flush, p.query.device)
+    print(f"a plain read of the same bytes: {floor_s * 1e6:.1f} us ({100 * nbytes / floor_s / 1e9 / read_gbps:.1f}% "
+          f"of the ceiling); a one-program launch: {launch_s * 1e6:.1f} us")
     for i, (splits, block_n, warps, stages, pdl, split_reduce) in enumerate(combos, 1):
         launch = dict(num_splits=splits, block_n=block_n, num_warps=warps, num_stages=stages)
         cfg = choose_decode_config(args.batch, hkv, d, p.kv_cache.element_size(), p.context,
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump({"problem": {"cache": args.cache, "batch": args.batch, "context": args.context,
                                    "heads": [hq, hkv, d], "bytes": nbytes},
-                       "ceiling_read_gbps": read_gbps, "device": torch.cuda.get_device_name(),
+                       "ceiling_read_gbps": read_gbps, "same_size_read_s": floor_s, "one_program_launch_s": launch_s,
+                       "device": torch.cuda.get_device_name(),
                        "torch": torch.__version__, "rows": rows}, f, indent=1)
     return 0
 
