@@ -23,7 +23,8 @@ from engine.attention.backend import AttentionBackend
 from engine.attention.metadata import AttentionMetadata
 from kernels.decode_workspace import DecodeWorkspace
 from kernels.prefill_config import prefill_config
-from kernels.prefill_plan import PrefillPlan, build_tile_map
+from kernels.prefill_plan import PrefillPlan
+from kernels.tile_map import build_tile_map
 from kernels.triton_compat import is_interpreting
 
 
