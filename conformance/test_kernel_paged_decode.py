@@ -20,7 +20,7 @@ from conformance.kernel_support import (assert_close, assert_guard_intact, oracl
                                         quantised_vs_bf16_rel, rotated, size_plan, tolerance)
 from conformance.paged_cases import PagedKV, make_paged_kv, rel_error
 from kernels import paged_decode
-from kernels.decode_splits import MAX_SPLITS, MIN_SPLIT_TOKENS, auto_splits, choose_decode_config
+from kernels.decode_splits import MAX_SPLITS, MIN_SPLIT_TOKENS, auto_splits, choose_decode_config, decode_config
 
 PLAN = size_plan()
 BLOCK_SIZES = (8, 16, 32, 64)
@@ -221,6 +221,19 @@ def test_huge_cache_int64_offsets(num_splits: int | None) -> None:
 ])
 def test_auto_splits_on_h100(batch: int, kv_heads: int, ctx: int, want: int) -> None:
     assert auto_splits(batch * kv_heads, ctx, sms=132) == want
+
+
+@pytest.mark.parametrize("batch, kv_heads, ctx, elem, want", [
+    (64, 8, 4096, 2, (64, 4, 3, 1)),      # 3.9 programs per SM: the full tile, 3 stages
+    (128, 8, 2048, 2, (32, 2, 2, 1)),     # 7.8 per SM: half tiles
+    (256, 8, 1024, 2, (16, 1, 2, 1)),     # 15.5 per SM: quarter tiles
+    (256, 8, 1024, 1, (64, 2, 3, 1)),     # 1-byte caches keep their launch
+    (8, 8, 4096, 2, (64, 4, 3, 8)),       # split grids keep the full tile
+])
+def test_decode_launch_on_h200(batch: int, kv_heads: int, ctx: int, elem: int, want: tuple) -> None:
+    """The launches kernels/decode_splits.py documents for a 132-SM GPU (H200 sweeps)."""
+    cfg = decode_config(batch, kv_heads, 128, elem, ctx, 132)
+    assert (cfg.block_n, cfg.num_warps, cfg.num_stages, cfg.num_splits) == want
 
 
 @settings(max_examples=300)

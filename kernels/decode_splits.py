@@ -21,6 +21,8 @@ MAX_SPLITS = 64
 WAVES = 4                    # target programs per SM when splitting
 MAX_GRID_Z = 65535           # CUDA limit of the grid's third dimension (the splits)
 INTERPRETER_SPLITS = 2       # exercises the split + reduce path on CPU without many programs
+HALF_TILE_FROM = 6           # programs per SM from which 2-byte caches take half tiles and 2 warps
+QUARTER_TILE_FROM = 12       # ... and quarter tiles and 1 warp
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,22 @@ def decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_elem_by
       (B=64, L=4096, 32/8/128, `python3 -m bench.sweep_decode`): fp8 221.9 us
       at 64 tokens / 2 warps / 3 stages, 271 us at 128 / 4, 423 us at 64 / 8;
       int8 232 us, 285 us, 431 us.
-    - num_stages 2 (3 for 1-byte caches, measured 2-3 % faster there): the
-      loop's K/V loads become cp.async copies one tile ahead.
-      Compiled for sm_90 (triton 3.9, bf16, D=128, block_n 64) a program takes
-      80 registers/thread and 38 KB of shared memory, so ~5 fit on an SM and the
-      B=64 x Hkv=8 headline grid (512 programs) is resident in one wave. More
-      stages only prefetch the block-table entries further (measured: +256 B).
+    - num_stages 3: the loop's K/V loads become cp.async copies two tiles ahead.
+      H200 sweeps (session 9, bf16 32/8/128, 3 against 2 stages, same reduce):
+      B=8 L=4096 42.2-42.6 against 44.3-44.5 us (41.1-41.4 against 42.4-42.8
+      with the reduce kernel), B=8 L=512 15.4 against 15.6, B=32 130.8-131.1
+      against 132.6-132.8, B=1 15.2-15.4 against 15.7-15.8, B=64 247.1 against
+      248.7 (4 stages level with 3, 5 slower). Compiled for sm_90 (bf16, D=128, block_n 64) a program holds ~5
+      per SM, so the B=64 x Hkv=8 headline grid (512 programs) is resident in
+      one wave.
+    - Grids of many programs (2-byte caches, unsplit, >= HALF_TILE_FROM programs
+      per SM) take half the tile and half the warps, >= QUARTER_TILE_FROM a
+      quarter and one warp, both 2 stages: small programs let the whole grid be
+      resident at once instead of a second, partly idle wave. H200, bf16
+      32/8/128: B=256 L=1024 (15.5 programs per SM) 247.8 us at 16 tokens / 1
+      warp, 251.3 at 32 / 2, 274.8 at 64 / 4 / 2 stages; B=128 L=2048 (7.8 per
+      SM) 247.7 at 32 / 2, 249.4 at 64 / 2 / 3, 261.6 at 64 / 4 / 2. At B=64 L=4096
+      (3.9 per SM) the full tile stays best.
     - num_splits: the grid has num_seqs * num_kv_heads programs before
       splitting. When that already covers the GPU twice over, no split (the reduce
       step would only add traffic). Otherwise split each context so the grid
@@ -99,15 +111,20 @@ def decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_elem_by
     """
     head_dim_pad = max(16, next_pow2(head_dim))
     quantised = cache_elem_bytes == 1
+    # 1 = the full tile; 2 or 4 = smaller programs for a grid of many (see above).
+    shrink = 1
+    if not quantised and num_splits in (None, 1) and sms is not None:
+        per_sm = num_seqs * num_kv_heads / sms
+        shrink = 4 if per_sm >= QUARTER_TILE_FROM else 2 if per_sm >= HALF_TILE_FROM else 1
     if block_n is None:
-        block_n = TILE_BYTES // (head_dim_pad * max(cache_elem_bytes, 2))
+        block_n = TILE_BYTES // (head_dim_pad * max(cache_elem_bytes, 2) * shrink)
         block_n = max(MIN_BLOCK_N, min(MAX_BLOCK_N, block_n))
     if block_n < MIN_BLOCK_N or block_n & (block_n - 1):
         raise ValueError(f"block_n must be a power of two >= {MIN_BLOCK_N}, got {block_n}")
     if num_warps is None:
-        num_warps = 2 if quantised else 8 if block_n * head_dim_pad > 8192 else 4
+        num_warps = 2 if quantised else (8 if block_n * head_dim_pad > 8192 else 4) // shrink
     if num_stages is None:
-        num_stages = 3 if quantised else 2
+        num_stages = 2 if shrink > 1 else 3
     ctx = max(1, max_context_len)
     if num_splits is not None:
         if not 1 <= num_splits <= MAX_GRID_Z:
