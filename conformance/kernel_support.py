@@ -176,3 +176,12 @@ def oracle_decode(query: torch.Tensor, kv: PagedKV, scale: float) -> torch.Tenso
         out[idx] = oracle_paged_decode(q[idx], small.kv_cache, small.block_tables[idx],
                                        small.context_lens[idx], scale, small.kv_scales)
     return out
+
+
+def spy_full_paths(monkeypatch, launcher_module: object) -> list[int]:
+    """One entry per call of `launcher_module`'s launcher that ran the argument checks
+    (its `check_attention`): tells a full-path call from a replayed plan."""
+    calls: list[int] = []
+    real = launcher_module.check_attention
+    monkeypatch.setattr(launcher_module, "check_attention", lambda *a: calls.append(1) or real(*a))
+    return calls

@@ -14,12 +14,13 @@ import importlib
 import pytest
 import torch
 
-from conformance.kernel_support import assert_close, oracle_decode, poisoned_like, size_plan, tolerance
+from conformance.kernel_support import assert_close, oracle_decode, poisoned_like, size_plan, spy_full_paths, tolerance
 from conformance.paged_cases import PagedKV
 from conformance.test_kernel_paged_decode import Case, make_case
 from conformance.test_kernel_validation import SHARED_BAD, attention_args
 from kernels import DecodeWorkspace, paged_decode
-from kernels.decode_plan import DecodePlans, call_key
+from kernels.call_key import call_key
+from kernels.decode_plan import DecodePlans
 
 PD = importlib.import_module("kernels.paged_decode")      # the module (kernels.paged_decode is the function)
 PLAN = size_plan()
@@ -30,10 +31,7 @@ TOL = tolerance(torch.bfloat16)
 @pytest.fixture
 def full_paths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """One entry per paged_decode call that ran the argument checks (the full path)."""
-    calls: list[int] = []
-    real = PD.check_attention
-    monkeypatch.setattr(PD, "check_attention", lambda *a: calls.append(1) or real(*a))
-    return calls
+    return spy_full_paths(monkeypatch, PD)
 
 
 def _unchecked(case: Case, workspace: DecodeWorkspace | None, out: torch.Tensor | None = None,
@@ -48,8 +46,8 @@ def _key(case: Case, out: torch.Tensor | None, query: torch.Tensor | None = None
     kv = case.kv
     opts = dict(scale=case.scale, max_context_len=40, num_splits=None, block_n=None, num_warps=None,
                 num_stages=None, pdl=None, split_reduce=None, interpreting=False) | options
-    return call_key(case.query if query is None else query, kv.kv_cache, kv.block_tables, kv.context_lens,
-                    kv.kv_scales, out, tuple(opts.values()))
+    return call_key((case.query if query is None else query, kv.kv_cache, kv.block_tables, kv.context_lens,
+                     kv.kv_scales, out), tuple(opts.values()))
 
 
 REPEATS = {
@@ -105,8 +103,8 @@ def test_key_covers_what_the_checks_read() -> None:
     }
     keys = [base, *changed.values()]
     assert len(set(keys)) == len(keys), [n for n, k in changed.items() if keys.count(k) > 1]
-    assert call_key(q.tolist(), case.kv.kv_cache, case.kv.block_tables, case.kv.context_lens, None, out, ()) is None
-    assert call_key(q.to_sparse(), case.kv.kv_cache, case.kv.block_tables, case.kv.context_lens, None, out,
+    assert call_key((q.tolist(), case.kv.kv_cache, case.kv.block_tables, case.kv.context_lens, None, out), ()) is None
+    assert call_key((q.to_sparse(), case.kv.kv_cache, case.kv.block_tables, case.kv.context_lens, None, out),
                     ()) is None
 
 

@@ -1,18 +1,10 @@
 """Launch plans of paged_decode kept between calls of one call site (on its DecodeWorkspace).
 
-An engine calls paged_decode from every layer of every step with tensors that
-are new objects but have the same metadata. Everything the full path works out
-(checks, config, strides, specialisation key, compiled kernel) is a function of
-that metadata and the call's other arguments, so a `DecodePlan` keeps the result
-and a repeat call only builds `call_key` and runs the plan's launches with its
-own tensors. Data pointers stay out of the key (they change every call) except
-their 16-byte alignment, which picks the compiled kernel.
-
-No check is weakened: the key holds every input a check reads (each tensor's
-exact type, shape, strides, dtype, device and alignment; the scale, the keywords
-and the type of each, since 1 == 1.0 == True; whether Triton interprets), and a
-plan is stored only after the full path passed with that key. Any difference is
-a miss, and a miss is the full path, which raises what it always raised.
+A `DecodePlan` keeps what the full path of one call's metadata worked out (its
+launches and split-K scratch); a repeat call only builds `call_key`
+(kernels/call_key.py, which says why no check is weakened: the options include
+the scale, every keyword and whether Triton interprets) and runs the plan's
+launches with its own tensors.
 """
 from __future__ import annotations
 
@@ -21,31 +13,6 @@ import torch
 from kernels.launch import Prepared, run_prepared
 
 PLANS_PER_WORKSPACE = 64     # an engine's context length moves every step: one new plan per step
-
-
-def call_key(query: object, kv_cache: object, block_tables: object, context_lens: object,
-             kv_scales: object, out: object, options: tuple) -> tuple | None:
-    """The metadata of one paged_decode call that its plan depends on, or None
-    when an argument is not a plain tensor (the full path says what is wrong).
-    Written out flat: this is most of a repeat call's host time."""
-    tensor = torch.Tensor
-    if not (type(query) is tensor and type(kv_cache) is tensor and type(block_tables) is tensor
-            and type(context_lens) is tensor and (kv_scales is None or type(kv_scales) is tensor)
-            and (out is None or type(out) is tensor)):
-        return None
-    try:
-        return (query.size(), query.stride(), query.dtype, query.device, query.data_ptr() & 15,
-                kv_cache.size(), kv_cache.stride(), kv_cache.dtype, kv_cache.device, kv_cache.data_ptr() & 15,
-                block_tables.size(), block_tables.stride(), block_tables.dtype, block_tables.device,
-                block_tables.data_ptr() & 15,
-                context_lens.size(), context_lens.stride(), context_lens.dtype, context_lens.device,
-                context_lens.data_ptr() & 15,
-                None if kv_scales is None else (kv_scales.size(), kv_scales.stride(), kv_scales.dtype,
-                                                kv_scales.device, kv_scales.data_ptr() & 15),
-                None if out is None else (out.size(), out.stride(), out.dtype, out.device, out.data_ptr() & 15),
-                options, tuple(map(type, options)))
-    except RuntimeError:                 # a strideless (sparse, nested) tensor: the full path's business
-        return None
 
 
 class DecodePlan:

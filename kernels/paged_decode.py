@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 
 from kernels.decode_kernels import decode_reduce_kernel, decode_split_kernel
-from kernels.decode_plan import DecodePlan, call_key, split_ptrs
+from kernels.call_key import call_key
+from kernels.decode_plan import DecodePlan, split_ptrs
 from kernels.decode_splits import MAX_SPLITS, DecodeConfig, decode_config, sm_count
 from kernels.decode_workspace import DecodeWorkspace, scratch_partials
 from kernels.launch import Kernel, next_pow2, prepare
@@ -92,7 +93,7 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     interpreting = is_interpreting()
     key = None
     if workspace is not None and not check_indices and type(max_context_len) is int:
-        key = call_key(query, kv_cache, block_tables, context_lens, kv_scales, out,
+        key = call_key((query, kv_cache, block_tables, context_lens, kv_scales, out),
                        (scale, max_context_len, num_splits, block_n, num_warps, num_stages, pdl, split_reduce,
                         interpreting))
         plan = None if key is None else workspace.plans.get(key)
