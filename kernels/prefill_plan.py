@@ -10,7 +10,7 @@ need host syncs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,6 +26,13 @@ class PrefillPlan:
     num_seqs: int
     num_tokens: int
     max_query_len: int
+    # The launches of the calls made with this plan, by kernels/call_key.py's key: every
+    # layer of a step calls with tensors of the same metadata, so all but the first replay
+    # one (kernels/paged_prefill.py). At most LAUNCHES_PER_PLAN.
+    launches: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+LAUNCHES_PER_PLAN = 16
 
 
 def plan_prefill(query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor,
