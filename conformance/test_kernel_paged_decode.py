@@ -223,16 +223,17 @@ def test_auto_splits_on_h100(batch: int, kv_heads: int, ctx: int, want: int) -> 
     assert auto_splits(batch * kv_heads, ctx, sms=132) == want
 
 
-@pytest.mark.parametrize("batch, kv_heads, ctx, elem, want", [
-    (64, 8, 4096, 2, (64, 4, 3, 1)),      # 3.9 programs per SM: the full tile, 3 stages
-    (128, 8, 2048, 2, (32, 2, 2, 1)),     # 7.8 per SM: half tiles
-    (256, 8, 1024, 2, (16, 1, 2, 1)),     # 15.5 per SM: quarter tiles
-    (256, 8, 1024, 1, (64, 2, 3, 1)),     # 1-byte caches keep their launch
-    (8, 8, 4096, 2, (64, 4, 3, 8)),       # split grids keep the full tile
+@pytest.mark.parametrize("batch, kv_heads, ctx, elem, head_dim, want", [
+    (64, 8, 4096, 2, 128, (64, 4, 3, 1)),     # 3.9 programs per SM: the full tile, 3 stages
+    (128, 8, 2048, 2, 128, (32, 2, 2, 1)),    # 7.8 per SM: half tiles
+    (256, 32, 512, 2, 128, (32, 2, 2, 1)),    # 62 per SM: still half
+    (256, 3, 4096, 2, 64, (64, 2, 2, 1)),     # 5.8 per SM at head_dim 64
+    (256, 8, 1024, 1, 128, (64, 2, 3, 1)),    # 1-byte caches keep their launch
+    (8, 8, 4096, 2, 128, (64, 4, 3, 8)),      # split grids keep the full tile
 ])
-def test_decode_launch_on_h200(batch: int, kv_heads: int, ctx: int, elem: int, want: tuple) -> None:
+def test_decode_launch_on_h200(batch: int, kv_heads: int, ctx: int, elem: int, head_dim: int, want: tuple) -> None:
     """The launches kernels/decode_splits.py documents for a 132-SM GPU (H200 sweeps)."""
-    cfg = decode_config(batch, kv_heads, 128, elem, ctx, 132)
+    cfg = decode_config(batch, kv_heads, head_dim, elem, ctx, 132)
     assert (cfg.block_n, cfg.num_warps, cfg.num_stages, cfg.num_splits) == want
 
 

@@ -21,8 +21,7 @@ MAX_SPLITS = 64
 WAVES = 4                    # target programs per SM when splitting
 MAX_GRID_Z = 65535           # CUDA limit of the grid's third dimension (the splits)
 INTERPRETER_SPLITS = 2       # exercises the split + reduce path on CPU without many programs
-HALF_TILE_FROM = 6           # programs per SM from which 2-byte caches take half tiles and 2 warps
-QUARTER_TILE_FROM = 12       # ... and quarter tiles and 1 warp
+HALF_TILE_FROM = 5           # programs per SM from which 2-byte caches take half tiles and half the warps
 
 
 @dataclass(frozen=True)
@@ -90,13 +89,16 @@ def decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_elem_by
       per SM, so the B=64 x Hkv=8 headline grid (512 programs) is resident in
       one wave.
     - Grids of many programs (2-byte caches, unsplit, >= HALF_TILE_FROM programs
-      per SM) take half the tile and half the warps, >= QUARTER_TILE_FROM a
-      quarter and one warp, both 2 stages: small programs let the whole grid be
-      resident at once instead of a second, partly idle wave. H200, bf16
-      32/8/128: B=256 L=1024 (15.5 programs per SM) 247.8 us at 16 tokens / 1
-      warp, 251.3 at 32 / 2, 274.8 at 64 / 4 / 2 stages; B=128 L=2048 (7.8 per
-      SM) 247.7 at 32 / 2, 249.4 at 64 / 2 / 3, 261.6 at 64 / 4 / 2. At B=64 L=4096
-      (3.9 per SM) the full tile stays best.
+      per SM) take half the tile and half the warps, 2 stages: smaller programs
+      let more of the grid be resident at once instead of a second, partly idle
+      wave. H200 sweeps (session 9, bf16), half tile against the full one:
+      32/8/128 B=256 L=1024 (15.5 programs per SM) 251.3 against 274.8 us;
+      B=128 L=2048 (7.8) 247.7 against 261.6; 32/16/128 B=64 (7.8) 493.6 against
+      516.0; 9/3/64 B=256 L=4096 (5.8) 199.4 against 220.9; 32/32/128 B=256
+      L=512 (62) 491.7 against 496.1; 32/32/128 B=64 L=4096 (15.5) 976.3,
+      level with the full tile's 964-966 at 3 stages. At 32/8/128 B=64 L=4096
+      (3.9 per SM) the full tile stays best. A quarter tile with one warp won
+      1.4 % more at 32/8 B=256 L=1024 but lost 14 % at 32/32 B=64 L=4096: not used.
     - num_splits: the grid has num_seqs * num_kv_heads programs before
       splitting. When that already covers the GPU twice over, no split (the reduce
       step would only add traffic). Otherwise split each context so the grid
@@ -111,11 +113,11 @@ def decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_elem_by
     """
     head_dim_pad = max(16, next_pow2(head_dim))
     quantised = cache_elem_bytes == 1
-    # 1 = the full tile; 2 or 4 = smaller programs for a grid of many (see above).
+    # 1 = the full tile; 2 = half tiles for a grid of many programs (see above).
     shrink = 1
-    if not quantised and num_splits in (None, 1) and sms is not None:
-        per_sm = num_seqs * num_kv_heads / sms
-        shrink = 4 if per_sm >= QUARTER_TILE_FROM else 2 if per_sm >= HALF_TILE_FROM else 1
+    many = sms is not None and num_seqs * num_kv_heads >= HALF_TILE_FROM * sms
+    if many and not quantised and num_splits in (None, 1):
+        shrink = 2
     if block_n is None:
         block_n = TILE_BYTES // (head_dim_pad * max(cache_elem_bytes, 2) * shrink)
         block_n = max(MIN_BLOCK_N, min(MAX_BLOCK_N, block_n))
