@@ -60,16 +60,21 @@ def _gbps(nbytes: int, samples: Samples) -> float:
     return nbytes / samples.median / 1e9
 
 
+def _fastest_read(x: torch.Tensor, flush, **timing: object) -> tuple[float, int, str]:
+    """The quickest of READ_CONFIGS reading all of `x`: (median seconds, bytes written, config)."""
+    best = (float("inf"), 0, "")
+    for block, warps in READ_CONFIGS:
+        out = torch.empty(triton.cdiv(x.numel(), block), dtype=torch.float32, device=x.device)
+        seconds = time_gpu(lambda: read_sum(x, block, warps, out), flush, **timing).median
+        if seconds < best[0]:
+            best = (seconds, out.numel() * 4, f"BLOCK={block},num_warps={warps}")
+    return best
+
+
 def measure_read(flush, device: torch.device) -> tuple[float, str]:
     x = torch.empty(READ_BYTES // 4, dtype=torch.float32, device=device).uniform_(-1, 1)
-    best, best_cfg = 0.0, ""
-    for block, warps in READ_CONFIGS:
-        out = torch.empty(triton.cdiv(x.numel(), block), dtype=torch.float32, device=device)
-        s = time_gpu(lambda: read_sum(x, block, warps, out), flush, reps=10, use_graph=False)
-        gbps = _gbps(READ_BYTES + out.numel() * 4, s)
-        if gbps > best:
-            best, best_cfg = gbps, f"BLOCK={block},num_warps={warps}"
-    return best, best_cfg
+    seconds, written, cfg = _fastest_read(x, flush, reps=10, use_graph=False)
+    return (READ_BYTES + written) / seconds / 1e9, cfg
 
 
 def measure_read_floor(nbytes: int, flush, device: torch.device) -> tuple[float, float]:
@@ -79,10 +84,7 @@ def measure_read_floor(nbytes: int, flush, device: torch.device) -> tuple[float,
     decode's % of the read ceiling is bounded by the first, its fixed cost by
     the second."""
     x = torch.empty(max(1, nbytes // 4), dtype=torch.float32, device=device).uniform_(-1, 1)
-    best = float("inf")
-    for block, warps in READ_CONFIGS:
-        out = torch.empty(triton.cdiv(x.numel(), block), dtype=torch.float32, device=device)
-        best = min(best, time_gpu(lambda: read_sum(x, block, warps, out), flush).median)
+    best, _, _ = _fastest_read(x, flush)
     one = x[:4096]
     out = torch.empty(1, dtype=torch.float32, device=device)
     launch = time_gpu(lambda: read_sum(one, 4096, 4, out), flush).median

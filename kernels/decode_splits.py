@@ -85,9 +85,9 @@ def decode_config(num_seqs: int, num_kv_heads: int, head_dim: int, cache_elem_by
       B=8 L=4096 42.2-42.6 against 44.3-44.5 us (41.1-41.4 against 42.4-42.8
       with the reduce kernel), B=8 L=512 15.4 against 15.6, B=32 130.8-131.1
       against 132.6-132.8, B=1 15.2-15.4 against 15.7-15.8, B=64 247.1 against
-      248.7 (4 stages level with 3, 5 slower). Compiled for sm_90 (bf16, D=128, block_n 64) a program holds ~5
-      per SM, so the B=64 x Hkv=8 headline grid (512 programs) is resident in
-      one wave.
+      248.7 (4 stages level with 3, 5 slower). Compiled for sm_90 (bf16, D=128,
+      block_n 64) ~5 programs fit on an SM, so the B=64 x Hkv=8 headline grid
+      (512 programs) is resident in one wave.
     - Grids of many programs (2-byte caches, unsplit, >= HALF_TILE_FROM programs
       per SM) take half the tile and half the warps, 2 stages: smaller programs
       let more of the grid be resident at once instead of a second, partly idle

@@ -180,13 +180,13 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
         # same checks would pass and the same launch follow (kernels/call_key.py).
         key = call_key((query, kv_cache, block_tables, query_start_loc, context_lens, kv_scales, out),
                        (scale, interpreting))
-        replay = None if key is None else plan.launches.get(key)
-        if replay is not None:
-            prepared, quantized = replay
+        prepared = None if key is None else plan.launches.get(key)
+        if prepared is not None:
             if out is None:
                 out = torch.empty_like(query)
-            run_prepared(prepared, (query, kv_cache, kv_scales if quantized else kv_cache, out, block_tables,
-                                    query_start_loc, context_lens, plan.tile_map))
+            # Scales were given exactly when the cache is quantised (the checks that passed).
+            run_prepared(prepared, (query, kv_cache, kv_cache if kv_scales is None else kv_scales, out,
+                                    block_tables, query_start_loc, context_lens, plan.tile_map))
             return out
     scale = check_scale(scale)
     shape = check_attention("paged_prefill", query, kv_cache, kv_scales, out, interpreting)
@@ -227,7 +227,7 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
                         "ieee" if (interpreting or query.dtype == torch.float32) else "tf32"),
                        (("num_warps", cfg.num_warps), ("num_stages", cfg.num_stages)))
     if key is not None and len(plan.launches) < LAUNCHES_PER_PLAN:
-        plan.launches[key] = (prepared, quantized)
+        plan.launches[key] = prepared
     run_prepared(prepared, ptrs)
     return out
 
