@@ -6,6 +6,9 @@ Prefill: B=4, H=32 with Hkv in {32, 8}, D=128, L in {1024, 4096}, bf16, block 16
 causal FLOPs 2 * 2 * B * H * L * L * D / 2. Extend: 512 new tokens per sequence
 over a 3,584-token cached prefix (B=4, 32/8/128); FLOPs count the causal pairs
 (PrefillProblem.causal_flops). BENCH_FLASHINFER=none leaves FlashInfer out.
+Each row records which kernel paged_prefill ran (`kernel`: on sm_90 the Gluon one,
+kernels/prefill_route.py), its eager (no CUDA graph) time, and there the Triton
+kernel's time too.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ def _sdpa_peer(p, hq: int, hkv: int, extend: bool, info: dict):
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_paged_prefill(case, benchmark, ceilings, gpu_timer, flashinfer_workspace, bench_deadline) -> None:
-    from bench.ours import prefill_call
+    from bench.ours import prefill_call, prefill_kernel
     from bench.peer_flashinfer import PREFILL_SETTINGS, prefill_fn, time_settings
     bench_deadline()
     gc.collect()
@@ -73,6 +76,14 @@ def test_paged_prefill(case, benchmark, ceilings, gpu_timer, flashinfer_workspac
     out = torch.empty_like(p.query)
     ours = gpu_timer(prefill_call(p, out))
     check_close("paged_prefill (as timed)", out, ref)
+    info["kernel"] = prefill_kernel(p)
+    # What a caller outside a CUDA graph gets, and the other kernel of the same launcher.
+    info["eager_median_s"] = gpu_timer(prefill_call(p, out), use_graph=False).median
+    if info["kernel"] != "triton":
+        twin = prefill_call(p, torch.empty_like(p.query), kernel="triton")
+        info["rel_error_triton_kernel_vs_sdpa"] = check_close("paged_prefill kernel='triton'", twin(), ref)
+        info["triton_kernel_median_s"] = gpu_timer(twin).median
+        info["triton_kernel_tflops"] = p.causal_flops() / info["triton_kernel_median_s"] / 1e12
     peer = gpu_timer(sdpa)
     info.update(peer.summary("sdpa_"))
     del info["sdpa_samples_s"]

@@ -47,20 +47,39 @@ def decode_call(p: DecodeProblem, out: torch.Tensor, checked: bool = False) -> C
     return run
 
 
-def _prefill_plan(p: PrefillProblem) -> object:
-    """The launcher's host-checked plan for this batch (validated once, outside the timing)."""
+def _prefill_plan(p: PrefillProblem, kernel: str | None = None) -> object:
+    """The launcher's host-checked plan for this batch (validated once, outside the timing);
+    `kernel` ("triton" / "sm90") picks one of paged_prefill's kernels, None its own choice."""
     require(kernels.paged_prefill, "plan")
     try:
         from kernels.prefill_plan import plan_prefill
     except ImportError as exc:
         raise MissingFeature(f"kernels.prefill_plan.plan_prefill is missing ({exc})") from exc
     num_blocks, _, block_size, _, head_dim = p.kv_cache.shape
-    return plan_prefill(p.query_start_loc, p.context_lens, p.block_tables, p.query.shape[0],
-                        num_blocks, block_size, head_dim, p.query.dtype, True)
+    extra = {} if kernel is None else {"kernel": kernel}
+    try:
+        return plan_prefill(p.query_start_loc, p.context_lens, p.block_tables, p.query.shape[0],
+                            num_blocks, block_size, head_dim, p.query.dtype, True, **extra)
+    except ValueError as exc:
+        if kernel is not None and "unknown prefill tuning option" in str(exc):   # a tree with one kernel
+            raise MissingFeature(f"paged_prefill has no kernel choice ({exc})") from exc
+        raise
 
 
-def prefill_call(p: PrefillProblem, out: torch.Tensor, checked: bool = False) -> Callable[[], torch.Tensor]:
-    extra = {} if checked else {"plan": _prefill_plan(p)}
+def prefill_kernel(p: PrefillProblem) -> str:
+    """Which kernel paged_prefill runs for this problem by default ("triton" on trees without a choice)."""
+    try:
+        from kernels.prefill_route import use_sm90
+    except ImportError:
+        return "triton"
+    plan = _prefill_plan(p)
+    return "sm90" if use_sm90(plan.config.kernel, p.query, p.kv_cache, False, plan.config.block_m, False) \
+        else "triton"
+
+
+def prefill_call(p: PrefillProblem, out: torch.Tensor, checked: bool = False,
+                 kernel: str | None = None) -> Callable[[], torch.Tensor]:
+    extra = ({} if kernel is None else {"kernel": kernel}) if checked else {"plan": _prefill_plan(p, kernel)}
 
     def run() -> torch.Tensor:
         return kernels.paged_prefill(p.query, p.kv_cache, p.block_tables, p.query_start_loc,

@@ -42,17 +42,20 @@ def _varlen_case(shapes: list[tuple[int, int]], hq: int, hkv: int, d: int, page:
     return query, cache, tables, qsl, lens, d ** -0.5
 
 
+def _plan(query, cache, tables, qsl, lens, kernel: str):
+    from kernels.prefill_plan import plan_prefill
+    return plan_prefill(qsl, lens, tables, query.shape[0], cache.shape[0], cache.shape[2], query.shape[2],
+                        query.dtype, True, block_m=128, kernel=kernel)
+
+
 def _run_both(query, cache, tables, qsl, lens, scale):
     import kernels
-    from kernels.prefill_plan import plan_prefill
-    from kernels.prefill_sm90 import BLOCK_M, prefill_sm90
-    plan = plan_prefill(qsl, lens, tables, query.shape[0], cache.shape[0], cache.shape[2], query.shape[2],
-                        query.dtype, True, block_m=BLOCK_M)
-    ref = kernels.paged_prefill(query, cache, tables, qsl, lens, scale, plan=plan)
-    out = torch.empty_like(query)
-    prefill_sm90(query, cache, tables, qsl, lens, scale, out, plan.tile_map, plan.tile_map.shape[1])
+    ref = kernels.paged_prefill(query, cache, tables, qsl, lens, scale,
+                                plan=_plan(query, cache, tables, qsl, lens, "triton"))
+    out = kernels.paged_prefill(query, cache, tables, qsl, lens, scale,
+                                plan=_plan(query, cache, tables, qsl, lens, "sm90"))
     torch.cuda.synchronize()
-    return plan, ref, out
+    return ref, out
 
 
 def check_cases() -> list[dict]:
@@ -69,7 +72,7 @@ def check_cases() -> list[dict]:
             cases.append((f"varlen NaN-filled {hq}/{hkv}/{d} page {page}", _varlen_case(mixed, hq, hkv, d, page)))
     rows = []
     for label, args in cases:
-        _, ref, out = _run_both(*args)
+        ref, out = _run_both(*args)
         err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
         nan = bool(torch.isnan(out).any().item())
         worst = (out.float() - ref.float()).abs().max().item()
@@ -86,7 +89,6 @@ def time_rows() -> list[dict]:
     from bench.problems import extend_problem, prefill_problem
     from bench.timing import L2Flush, time_gpu
     from kernels.prefill_plan import plan_prefill
-    from kernels.prefill_sm90 import BLOCK_M, prefill_sm90
     flush = L2Flush("cuda")
     reason = fi.unavailable_reason()
     ws = fi.workspace() if reason is None else None
@@ -99,14 +101,13 @@ def time_rows() -> list[dict]:
         flops = p.causal_flops()
         num_blocks, _, page, _, d = p.kv_cache.shape
         auto = plan_prefill(p.query_start_loc, p.context_lens, p.block_tables, p.query.shape[0], num_blocks, page, d,
-                            p.query.dtype, True)
-        plan = plan_prefill(p.query_start_loc, p.context_lens, p.block_tables, p.query.shape[0], num_blocks, page, d,
-                            p.query.dtype, True, block_m=BLOCK_M)
+                            p.query.dtype, True, kernel="triton")
+        plan = _plan(*args[:5], "sm90")
         out = torch.empty_like(p.query)
         row = {"problem": label, "flops": flops}
         timings = {
             "triton": lambda: kernels.paged_prefill(*args, out=out, plan=auto),
-            "gluon": lambda: prefill_sm90(*args[:6], out, plan.tile_map, plan.tile_map.shape[1]),
+            "gluon": lambda: kernels.paged_prefill(*args, out=out, plan=plan),
         }
         if ws is not None:
             for setting in fi.PREFILL_SETTINGS:

@@ -85,9 +85,16 @@ def prefill_table(records: list[Record]) -> str:
              _num(i["median_s"] * 1e3, ".3f"), _num(i["tflops"], ".0f"), _num(i["pct_matmul_ceiling"], ".1f"),
              _num(i.get("sdpa_tflops"), ".0f"), _x(i.get("speedup_vs_sdpa")),
              _num(i.get("flashinfer_fa3_tflops"), ".0f"), _x(i.get("speedup_vs_flashinfer_fa3")),
-             _x(i.get("speedup_vs_flashinfer_fa2")), i.get("timing", "")] for i in infos]
+             _x(i.get("speedup_vs_flashinfer_fa2")), i.get("kernel", "triton"),
+             _num(i.get("triton_kernel_tflops"), ".0f"), _num(_ms(i.get("eager_median_s")), ".3f"),
+             i.get("timing", "")] for i in infos]
     return table(["kind", "Hq/Hkv/D", "B", "L", "Q", "ms", "TFLOP/s", "% matmul ceiling", "SDPA TFLOP/s",
-                  "vs SDPA", "FlashInfer fa3 TFLOP/s", "vs FlashInfer fa3", "vs FlashInfer fa2", "timing"], rows)
+                  "vs SDPA", "FlashInfer fa3 TFLOP/s", "vs FlashInfer fa3", "vs FlashInfer fa2", "kernel",
+                  "Triton kernel TFLOP/s", "eager ms", "timing"], rows)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
 
 
 def write_table(records: list[Record]) -> str:

@@ -29,6 +29,7 @@ def _doc() -> dict:
             "kind": "prefill", "batch": 4, "seq_len": 4096, "num_heads": 32, "num_kv_heads": 32, "head_dim": 128,
             "median_s": 2.2e-3, "tflops": 250.0, "pct_matmul_ceiling": 31.7, "sdpa_tflops": 313.0,
             "speedup_vs_sdpa": 0.7987, "flashinfer_fa3_tflops": 500.0, "speedup_vs_flashinfer_fa3": 0.5,
+            "kernel": "sm90", "triton_kernel_tflops": 200.4, "eager_median_s": 2.25e-3,
             "timing": "cuda-graph", **CEIL}},
         {"name": "test_write_kv[bf16]", "extra_info": {
             "kind": "write", "cache_dtype": "bf16", "num_tokens": 65536, "num_kv_heads": 8, "head_dim": 128,
@@ -62,7 +63,7 @@ def test_tables_and_goals_from_extra_info(tmp_path) -> None:
     assert "| test_paged_decode[bf16-B64] | 3167 | 3021 | 789 |" in text
     assert _row(text, "| 32/8/128 | bf16 | 64 | 4096 |") == (
         "| 32/8/128 | bf16 | 64 | 4096 | 340.0 | 2958 | 93.4 | 1.80× | 5.10× | 1.30× | 1.03× | – | – | cuda-graph |")
-    assert _row(text, "| prefill | 32/32/128 | 4 | 4096 | 4096 |").endswith("| 500 | 0.50× | – | cuda-graph |")
+    assert _row(text, "| prefill | 32/32/128 | 4 | 4096 | 4096 |").endswith("| 500 | 0.50× | – | sm90 | 200 | 2.250 | cuda-graph |")
     assert _row(text, "| prefill B=4 L=4096 32/32/128 ≥ FlashInfer fa3").endswith("| 0.500× | missed |")
     assert _row(text, "| extend Q=512 over 3584 cached").endswith("| – | not measured |")
     assert _row(text, "| decode B=64 L=4096 32/8/128 ≥ 90%").endswith("| 93.4% | met |")

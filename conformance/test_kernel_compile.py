@@ -1,4 +1,4 @@
-"""The decode, write_kv and index-check kernels compile for an H100 (sm_90) even on a CPU machine.
+"""The decode, write_kv, index-check and sm_90 prefill kernels compile for an H100/H200 (sm_90) on a CPU machine.
 
 The interpreter runs a kernel as Python, so it misses what only the compiler
 checks (non-constexpr globals, dot shapes, casts that have no lowering). This
@@ -102,7 +102,44 @@ def main() -> None:
     for has_qsl in (False, True):      # the facts kernel of a checked decode / prefill
         _compile(_index_facts_kernel, dict(tables_ptr="*i32", lens_ptr="*i32", qsl_ptr="*i32", facts_ptr="*i64"),
                  dict(HAS_QSL=has_qsl, ROWS=_ROWS, COLS=_COLS))
+    _compile_prefill_sm90()
     print("compiled")
+
+
+def _compile_prefill_sm90() -> None:
+    """The Gluon prefill (kernels/prefill_sm90.py) for the shapes it takes: TMA page copies,
+    async wgmma, a producer warp with its registers given back, and its shared memory
+    inside an H100/H200's 227 KB."""
+    try:
+        from triton.experimental.gluon import language as gl
+        from triton.experimental.gluon._runtime import GluonASTSource
+    except ImportError as e:
+        print(f"no Gluon here: {e}")
+        sys.exit(API_MISMATCH)
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    import kernels.prefill_sm90 as sm90
+    for dtype, head_dim, page in (("bf16", 128, 16), ("fp16", 64, 32), ("bf16", 128, 256)):
+        gdtype = gl.bfloat16 if dtype == "bf16" else gl.float16
+        rows = min(page, sm90.BLOCK_N)
+        q_layout = gl.NVMMASharedLayout.get_default_for([sm90.BLOCK_M, head_dim], gdtype)
+        kv_layout = gl.NVMMASharedLayout.get_default_for([rows, head_dim], gdtype)
+        sig = {"q_desc": f"tensordesc<{dtype}[{sm90.BLOCK_M}, {head_dim}],{q_layout!r}>",
+               "kv_desc": f"tensordesc<{dtype}[{rows}, {head_dim}],{kv_layout!r}>",
+               "out_ptr": PTR[dtype], "bt_ptr": "*i32", "qsl_ptr": "*i32", "ctx_ptr": "*i32",
+               "tile_map_ptr": "*i32", "qk_scale": "fp32", "max_tiles": "i32", "stride_ot": "i32",
+               "stride_oh": "i32", "stride_bt": "i32"}
+        consts = dict(GROUP=4, HEAD_DIM=head_dim, PAGE=page, ROWS=rows, BLOCK_M=sm90.BLOCK_M,
+                      BLOCK_N=sm90.BLOCK_N, num_warps=sm90.NUM_WARPS)
+        sig.update({name: "constexpr" for name in consts})
+        kernel = triton.compile(GluonASTSource(sm90._prefill_sm90_kernel, sig, constexprs=consts),
+                                target=GPUTarget("cuda", 90, 32), options={"num_warps": sm90.NUM_WARPS})
+        ptx = kernel.asm["ptx"]
+        where = f"prefill_sm90 {dtype} D={head_dim} page {page}"
+        assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor.2d" in ptx, where
+        assert "setmaxnreg.dec" in ptx and "setmaxnreg.inc" in ptx, where
+        assert kernel.metadata.shared <= 227 * 1024, f"{where}: {kernel.metadata.shared} bytes of shared memory"
 
 
 def test_kernels_compile_for_sm90() -> None:

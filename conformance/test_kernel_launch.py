@@ -93,7 +93,7 @@ def _outputs(monkeypatch: pytest.MonkeyPatch, jit: bool, run) -> list[torch.Tens
     """`run()`'s outputs with launches through the handle (jit False) or the JIT."""
     with monkeypatch.context() as m:
         if jit:
-            m.setattr(launch_mod, "_jit_modes_off", lambda: False)
+            m.setattr(launch_mod, "jit_modes_off", lambda: False)
         out = run()
         torch.cuda.synchronize()
         return [o.clone() for o in out]

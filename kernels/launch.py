@@ -157,7 +157,12 @@ def compiled(kernel: Kernel, device: int, key: tuple, consts: tuple, options: tu
     return Compiled(handle, handle.run, handle.function, handle.packed_metadata)
 
 
-def _jit_modes_off() -> bool:
+def current_device() -> int:
+    """The current CUDA device index, as Triton's launch asks for it."""
+    return _current_device()
+
+
+def jit_modes_off() -> bool:
     """Debug, instrumentation and sanitiser modes change what the JIT compiles: leave those to it."""
     comp = knobs.compilation
     return not (knobs.runtime.debug or getattr(comp, "instrumentation_mode", "")
@@ -171,7 +176,7 @@ def _installed(hook: object) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
-def _run(kern: Compiled, grid: tuple[int, int, int], device: int, ptrs: tuple, scalars: tuple,
+def run_compiled(kern: Compiled, grid: tuple[int, int, int], device: int, ptrs: tuple, scalars: tuple,
          consts: tuple) -> None:
     """Launch a compiled kernel: its launcher object directly, or with a launch hook
     installed the public handle (which calls the hooks)."""
@@ -188,7 +193,7 @@ def _find(kernel: Kernel, ptrs: tuple, scalars: tuple, consts: tuple,
     """The current device and the compiled kernel the JIT would run for these arguments,
     or (None, None) where the JIT path must run: the interpreter, a debug mode, an
     argument the key does not cover, or a JIT cache hook that took the compile over."""
-    if not (kernel.jit and _jit_modes_off()):
+    if not (kernel.jit and jit_modes_off()):
         return None, None
     key = arg_classes(kernel, ptrs, scalars)
     if key is None:
@@ -204,7 +209,7 @@ def launch(kernel: Kernel, grid: tuple[int, int, int], ptrs: tuple, scalars: tup
     `options` such as num_warps."""
     device, kern = _find(kernel, ptrs, scalars, consts, options)
     if kern is not None:
-        _run(kern, grid, device, ptrs, scalars, consts)
+        run_compiled(kern, grid, device, ptrs, scalars, consts)
     else:
         kernel.fn[grid](*ptrs, *scalars, *consts, **dict(options))
 
@@ -235,7 +240,7 @@ def run_prepared(p: Prepared, ptrs: tuple) -> None:
     prepared with (the caller's key guarantees it). What `launch` decides per call
     (debug modes, the current device, hooks) is asked again; if any moved, `launch`."""
     kern = p.kern
-    if kern is not None and _jit_modes_off() and _current_device() == p.device:
-        _run(kern, p.grid, p.device, ptrs, p.scalars, p.consts)
+    if kern is not None and jit_modes_off() and _current_device() == p.device:
+        run_compiled(kern, p.grid, p.device, ptrs, p.scalars, p.consts)
     else:
         launch(p.kernel, p.grid, ptrs, p.scalars, p.consts, p.options)

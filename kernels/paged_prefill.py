@@ -21,8 +21,9 @@ import triton
 import triton.language as tl
 
 from kernels.call_key import call_key
-from kernels.launch import Kernel, next_pow2, prepare, run_prepared
+from kernels.launch import Kernel, Prepared, next_pow2, prepare, run_prepared
 from kernels.prefill_plan import LAUNCHES_PER_PLAN, PrefillPlan, plan_prefill
+from kernels.prefill_route import use_sm90
 from kernels.triton_compat import LOG2E, dot_operand, is_interpreting, to_output
 from kernels.validation import check_attention, check_index_tensors, check_query_start_loc, check_scale
 
@@ -158,7 +159,7 @@ def _paged_prefill_kernel(
 def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
                   query_start_loc: torch.Tensor, context_lens: torch.Tensor, scale: float,
                   kv_scales: torch.Tensor | None = None, out: torch.Tensor | None = None, *,
-                  plan: PrefillPlan | None = None, **tuning: int | None) -> torch.Tensor:
+                  plan: PrefillPlan | None = None, **tuning: int | str | None) -> torch.Tensor:
     """Causal attention of `query` [T, Hq, D] (varlen by `query_start_loc`, the last
     tokens of each context) over the paged `kv_cache`; returns [T, Hq, D] in the
     query dtype (written into `out` when given).
@@ -170,8 +171,10 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
     repeat call on a plan with tensors of the metadata of a call it already
     launched (every layer after the first) replays that launch without the
     argument checks, which passed for that metadata (kernels/call_key.py). `tuning`
-    overrides `prefill_config` (block_m, block_n, num_warps, num_stages) when no
-    plan is given.
+    overrides `prefill_config` (block_m, block_n, num_warps, num_stages, and
+    kernel: "auto" / "triton" / "sm90", kernels/prefill_route.py) when no plan is
+    given. On an sm_90 device "auto" runs kernels/prefill_sm90.py's Gluon kernel
+    wherever it can.
     """
     interpreting = is_interpreting()
     key = None
@@ -184,9 +187,12 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
         if prepared is not None:
             if out is None:
                 out = torch.empty_like(query)
-            # Scales were given exactly when the cache is quantised (the checks that passed).
-            run_prepared(prepared, (query, kv_cache, kv_cache if kv_scales is None else kv_scales, out,
-                                    block_tables, query_start_loc, context_lens, plan.tile_map))
+            if type(prepared) is Prepared:
+                # Scales were given exactly when the cache is quantised (the checks that passed).
+                run_prepared(prepared, (query, kv_cache, kv_cache if kv_scales is None else kv_scales, out,
+                                        block_tables, query_start_loc, context_lens, plan.tile_map))
+            else:                     # an Sm90Launch (kernels/prefill_route.py chose the sm_90 kernel)
+                prepared(query, kv_cache, block_tables, query_start_loc, context_lens, out, plan.tile_map)
             return out
     scale = check_scale(scale)
     shape = check_attention("paged_prefill", query, kv_cache, kv_scales, out, interpreting)
@@ -213,8 +219,15 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
 
     cfg = plan.config
     quantized = shape.quantized
-    s_strides = kv_scales.stride() if quantized else (0, 0, 0, 0)
     max_tiles = plan.tile_map.shape[1]
+    if use_sm90(cfg.kernel, query, kv_cache, quantized, cfg.block_m, interpreting):
+        from kernels.prefill_sm90 import Sm90Launch   # Gluon: imported only where it runs
+        launch = Sm90Launch(query, kv_cache, block_tables, out, scale, max_tiles)
+        if key is not None and len(plan.launches) < LAUNCHES_PER_PLAN:
+            plan.launches[key] = launch
+        launch(query, kv_cache, block_tables, query_start_loc, context_lens, out, plan.tile_map)
+        return out
+    s_strides = kv_scales.stride() if quantized else (0, 0, 0, 0)
     num_heads = shape.num_heads
     q_strides, o_strides = query.stride(), out.stride()
     ptrs = (query, kv_cache, kv_scales if quantized else kv_cache, out, block_tables, query_start_loc,

@@ -5,6 +5,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from kernels.prefill_route import KERNELS
+
 _MIN_DOT = 16  # tl.dot needs every dimension >= 16
 
 
@@ -14,6 +16,7 @@ class PrefillConfig:
     block_n: int      # KV tokens per inner-loop step, gathered token by token through the block table
     num_warps: int
     num_stages: int   # software pipelining depth of the KV loads
+    kernel: str = "auto"   # "auto" / "triton" / "sm90": kernels/prefill_route.py (the tile knobs are Triton's)
 
 
 def _pow2_at_least(n: int) -> int:
@@ -31,7 +34,7 @@ DEEP_FROM_CONTEXT = 2048
 
 def prefill_config(head_dim: int, query_dtype: torch.dtype, on_gpu: bool,
                    max_query_len: int | None = None, max_context_len: int | None = None,
-                   **overrides: int | None) -> PrefillConfig:
+                   **overrides: int | str | None) -> PrefillConfig:
     """Tunables of `paged_prefill`, in one place.
 
     GPU (swept on an H200, triton 3.6, causal bf16, page 16, programs ordered by
@@ -56,9 +59,9 @@ def prefill_config(head_dim: int, query_dtype: torch.dtype, on_gpu: bool,
     for 128 rows (and at most 4 warps below 64 rows). `max_query_len` and
     `max_context_len` are host ints when the caller knows them (None: 3 stages).
 
-    `overrides` (block_m, block_n, num_warps, num_stages; None = keep) let
-    benchmarks sweep and tests pick tile shapes; block sizes must be powers of
-    two >= 16.
+    `overrides` (block_m, block_n, num_warps, num_stages, kernel; None = keep) let
+    benchmarks sweep and tests pick tile shapes or the kernel; block sizes must be
+    powers of two >= 16.
     """
     long_loop = max_context_len is not None and max_context_len >= DEEP_FROM_CONTEXT
     if not on_gpu:
@@ -75,14 +78,22 @@ def prefill_config(head_dim: int, query_dtype: torch.dtype, on_gpu: bool,
     if max_query_len is not None and max_query_len < cfg.block_m:
         block_m = max(_MIN_DOT, _pow2_at_least(max_query_len))
         cfg = replace(cfg, block_m=block_m, num_warps=min(cfg.num_warps, 4) if block_m <= 32 else cfg.num_warps)
-    unknown = set(overrides) - {"block_m", "block_n", "num_warps", "num_stages"}
+    unknown = set(overrides) - {"block_m", "block_n", "num_warps", "num_stages", "kernel"}
     if unknown:
         raise ValueError(f"unknown prefill tuning option(s): {sorted(unknown)}")
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    # The tile knobs tune the Triton kernel: asking for one picks it.
+    triton_knobs = sorted(k for k in ("block_n", "num_warps", "num_stages") if overrides.get(k) is not None)
+    if triton_knobs and cfg.kernel == "sm90":
+        raise ValueError(f"{', '.join(triton_knobs)} tune the Triton kernel; kernel='sm90' takes none of them")
+    if triton_knobs and cfg.kernel == "auto":
+        cfg = replace(cfg, kernel="triton")
     for name in ("block_m", "block_n"):
         value = getattr(cfg, name)
         if value < _MIN_DOT or value & (value - 1):
             raise ValueError(f"{name} must be a power of two >= {_MIN_DOT}, got {value}")
+    if cfg.kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {cfg.kernel!r}")
     if cfg.num_warps not in (1, 2, 4, 8, 16) or cfg.num_stages < 1:
         raise ValueError(f"num_warps must be a power of two <= 16 and num_stages >= 1, got {cfg}")
     return cfg

@@ -37,7 +37,7 @@ LAUNCHES_PER_PLAN = 16
 
 def plan_prefill(query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor,
                  num_tokens: int, num_blocks: int, block_size: int, head_dim: int,
-                 query_dtype: torch.dtype, on_gpu: bool, **overrides: int | None) -> PrefillPlan:
+                 query_dtype: torch.dtype, on_gpu: bool, **overrides: int | str | None) -> PrefillPlan:
     """Validate a batch's index data (one host sync: kernels/index_checks.py),
     choose the launch parameters (`prefill_config`, with `overrides`) and build
     the tile map for them (on the device, no further sync)."""

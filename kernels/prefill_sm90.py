@@ -34,6 +34,11 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
+# Triton 3.6 (the GPU machine) names the TMA load async_copy_global_to_shared; later ones
+# (3.9, the CPU machines' compile test) async_load.
+_tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+_cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier          # 3.9 renamed it too
+
 K_STAGES = gl.constexpr(3)
 V_STAGES = gl.constexpr(2)
 PRODUCER_WARPS = gl.constexpr(1)
@@ -50,7 +55,7 @@ def _issue_tile(desc, bar, smem, bt_row, tile, last_page, kv: gl.constexpr, PAGE
         tok = tile * BLOCK_N + p * ROWS
         block = gl.load(bt_row + gl.minimum(tok // PAGE, last_page))
         row = (block * 2 + kv) * PAGE + tok % PAGE
-        tma.async_copy_global_to_shared(desc, [row, col], bar, smem.slice(p * ROWS, ROWS))
+        _tma_load(desc, [row, col], bar, smem.slice(p * ROWS, ROWS))
 
 
 @gluon.jit
@@ -137,7 +142,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
         vrow = last * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, io_layout))
         v_last.store(gl.where((vrow < ctx)[:, None], v, gl.zeros_like(v)))
         fence_async_shared()
-        gl.thread_barrier()
+        _cta_barrier()
     acc = warpgroup_mma(p_prev, v_last, acc, is_async=True)
     acc = warpgroup_mma_wait(0, deps=[acc])
 
@@ -190,7 +195,7 @@ def _prefill_sm90_kernel(q_desc, kv_desc, out_ptr, bt_ptr, qsl_ptr, ctx_ptr, til
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(v_empty.index(i), count=1)
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [q_start + first_row, head * HEAD_DIM], q_bar, q_smem)
+    _tma_load(q_desc, [q_start + first_row, head * HEAD_DIM], q_bar, q_smem)
 
     gl.warp_specialize(
         [(_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, qk_scale,
@@ -200,34 +205,56 @@ def _prefill_sm90_kernel(q_desc, kv_desc, out_ptr, bt_ptr, qsl_ptr, ctx_ptr, til
                       n_tiles, (head // GROUP) * HEAD_DIM, BLOCK_N // ROWS, ROWS, PAGE, BLOCK_N))],
         [PRODUCER_WARPS], [PRODUCER_REGS])
 
+
 BLOCK_M = 128
 BLOCK_N = 128
 NUM_WARPS = 8
 
 
-def prefill_sm90(query, kv_cache, block_tables, query_start_loc, context_lens, scale: float, out, tile_map,
-                 max_tiles: int) -> None:
-    """Launch the kernel over a tile map built for BLOCK_M rows (kernels/tile_map.py).
-    The caller has validated every argument (kernels/prefill_route.py says which
-    problems come here)."""
-    import torch
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+class Sm90Launch:
+    """One prefill launch with everything but its tensors fixed (the grid, scalars,
+    constexprs and TMA layouts of a call's metadata), kept by a PrefillPlan for the
+    layers that repeat the call. The first run goes through the Gluon JIT; later
+    ones call the compiled kernel's launcher directly (kernels/launch.py) with new
+    TMA descriptors for their own tensors."""
 
-    from kernels.triton_compat import LOG2E
+    __slots__ = ("grid", "scalars", "consts", "q_layout", "kv_layout", "q_block", "kv_block", "q_cols",
+                 "kv_rows", "kv_cols", "device", "kern")
 
-    num_tokens, num_heads, head_dim = query.shape
-    num_blocks, _, page, num_kv_heads, _ = kv_cache.shape
-    gdtype = gl.bfloat16 if query.dtype == torch.bfloat16 else gl.float16
-    rows = min(page, BLOCK_N)
-    q_layout = gl.NVMMASharedLayout.get_default_for([BLOCK_M, head_dim], gdtype)
-    kv_layout = gl.NVMMASharedLayout.get_default_for([rows, head_dim], gdtype)
-    q_desc = TensorDescriptor(query, [num_tokens, num_heads * head_dim], [query.stride(0), 1], [BLOCK_M, head_dim],
-                              q_layout)
-    slot_stride = kv_cache.stride(2)
-    kv_desc = TensorDescriptor(kv_cache, [num_blocks * 2 * page, num_kv_heads * head_dim], [slot_stride, 1],
-                               [rows, head_dim], kv_layout)
-    grid = (max_tiles * num_heads,)
-    _prefill_sm90_kernel[grid](q_desc, kv_desc, out, block_tables, query_start_loc, context_lens, tile_map,
-                               scale * LOG2E, max_tiles, out.stride(0), out.stride(1), block_tables.stride(0),
-                               GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, PAGE=page, ROWS=rows,
-                               BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=NUM_WARPS)
+    def __init__(self, query, kv_cache, block_tables, out, scale: float, max_tiles: int) -> None:
+        import torch
+
+        from kernels.triton_compat import LOG2E
+        _, num_heads, head_dim = query.shape
+        num_blocks, _, page, num_kv_heads, _ = kv_cache.shape
+        gdtype = gl.bfloat16 if query.dtype == torch.bfloat16 else gl.float16
+        rows = min(page, BLOCK_N)
+        self.q_block = [BLOCK_M, head_dim]
+        self.kv_block = [rows, head_dim]
+        self.q_layout = gl.NVMMASharedLayout.get_default_for(self.q_block, gdtype)
+        self.kv_layout = gl.NVMMASharedLayout.get_default_for(self.kv_block, gdtype)
+        self.q_cols = num_heads * head_dim
+        self.kv_rows, self.kv_cols = num_blocks * 2 * page, num_kv_heads * head_dim
+        self.grid = (max_tiles * num_heads, 1, 1)
+        self.scalars = (scale * LOG2E, max_tiles, out.stride(0), out.stride(1), block_tables.stride(0))
+        self.consts = (num_heads // num_kv_heads, head_dim, page, rows, BLOCK_M, BLOCK_N, NUM_WARPS)
+        self.device = query.device.index if query.device.index is not None else torch.cuda.current_device()
+        self.kern = None
+
+    def __call__(self, query, kv_cache, block_tables, query_start_loc, context_lens, out, tile_map) -> None:
+        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+        from kernels.launch import Compiled, current_device, jit_modes_off, run_compiled
+        q_desc = TensorDescriptor(query, [query.shape[0], self.q_cols], [query.stride(0), 1], self.q_block,
+                                  self.q_layout)
+        kv_desc = TensorDescriptor(kv_cache, [self.kv_rows, self.kv_cols], [kv_cache.stride(2), 1], self.kv_block,
+                                   self.kv_layout)
+        args = (q_desc, kv_desc, out, block_tables, query_start_loc, context_lens, tile_map, *self.scalars)
+        if self.kern is not None and jit_modes_off() and current_device() == self.device:
+            run_compiled(self.kern, self.grid, self.device, args, (), self.consts)
+            return
+        group, head_dim, page, rows, block_m, block_n, num_warps = self.consts
+        handle = _prefill_sm90_kernel[self.grid[:1]](*args, GROUP=group, HEAD_DIM=head_dim, PAGE=page, ROWS=rows,
+                                                     BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)
+        if handle is not None and hasattr(handle, "run") and jit_modes_off():
+            self.kern = Compiled(handle, handle.run, handle.function, handle.packed_metadata)

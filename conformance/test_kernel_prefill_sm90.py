@@ -1,0 +1,159 @@
+"""paged_prefill's choice of kernel (kernels/prefill_route.py) and the sm_90 Gluon kernel.
+
+On every machine: which calls the sm_90 kernel refuses and why (each reason on
+its own, through stand-in tensors whose strides and pointers are set at will),
+how the tuning knobs pick a kernel, and that asking for kernel='sm90' where it
+cannot run is a ValueError with the reason. On an sm_90 device: the Gluon
+kernel, forced, against the float64 oracle (both query dtypes, head_dim 64 and
+128, pages 16-128, caches whose unwritten slots are NaN), bitwise against
+itself through a plan's replay, and "auto" choosing it.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conformance.test_kernel_paged_prefill import (assert_close, build_case, fixed_batch, run_kernel, run_oracle,
+                                                   sizes)
+from kernels.paged_prefill import paged_prefill
+from kernels.prefill_config import prefill_config
+from kernels.prefill_plan import plan_prefill
+from kernels.prefill_route import sm90_refusal, use_sm90
+
+
+class _Stand:
+    """What sm90_refusal reads of a tensor, set at will (a CUDA one on a CPU machine)."""
+
+    def __init__(self, shape, dtype=torch.bfloat16, strides=None, ptr=0, device="cuda:0"):
+        self.shape, self.dtype, self.device, self._ptr = tuple(shape), dtype, torch.device(device), ptr
+        self._strides = strides or tuple(int(torch.tensor(shape[i + 1:]).prod()) for i in range(len(shape)))
+
+    def stride(self, dim=None):
+        return self._strides if dim is None else self._strides[dim]
+
+    def data_ptr(self):
+        return self._ptr
+
+    def element_size(self):
+        return torch.empty(0, dtype=self.dtype).element_size()
+
+
+def _refusal(monkeypatch, cap=(9, 0), query=None, cache=None, quantized=False, block_m=128, interpreting=False):
+    import kernels.prefill_route as route
+    monkeypatch.setattr(route, "_capability", lambda index: cap)
+    query = query or _Stand((300, 32, 128))
+    cache = cache or _Stand((64, 2, 16, 8, 128))
+    return sm90_refusal(query, cache, quantized, block_m, interpreting)
+
+
+def test_sm90_accepts_the_benchmark_shapes(monkeypatch) -> None:
+    assert _refusal(monkeypatch) is None
+    assert _refusal(monkeypatch, query=_Stand((7, 16, 64), torch.float16),
+                    cache=_Stand((9, 2, 256, 4, 64), torch.float16)) is None
+    # A per-layer view of one engine-wide cache: slot rows strided, heads a slice of the row.
+    engine = (8 * 2 * 32 * 16 * 128 * 4, 2 * 32 * 16 * 128, 32 * 16 * 128, 16 * 128, 128, 1)
+    assert _refusal(monkeypatch, cache=_Stand((64, 2, 32, 8, 128), strides=engine[1:])) is None
+
+
+@pytest.mark.parametrize("change,reason", [
+    (dict(interpreting=True), "interpreter"),
+    (dict(cap=(8, 0)), "compute capability 9.0"),
+    (dict(cap=(10, 0)), "compute capability 9.0"),
+    (dict(quantized=True), "quantised"),
+    (dict(query=_Stand((300, 32, 128), torch.float32), cache=_Stand((64, 2, 16, 8, 128), torch.float32)),
+     "bfloat16/float16"),
+    (dict(query=_Stand((300, 32, 96)), cache=_Stand((64, 2, 16, 8, 96))), "head_dim"),
+    (dict(cache=_Stand((64, 2, 8, 8, 128))), "block size >= 16"),
+    (dict(block_m=64), "block_m is 64"),
+    (dict(query=_Stand((300, 32, 128), strides=(8192, 256, 1))), "heads contiguous"),
+    (dict(cache=_Stand((64, 2, 16, 8, 128), strides=(2 * 16 * 2048 + 16, 16 * 2048, 2048, 128, 1))),
+     "uniformly strided"),
+    (dict(query=_Stand((300, 32, 128), ptr=8)), "16-byte aligned"),
+    (dict(cache=_Stand((2**26, 2, 16, 8, 128))), "int32"),
+])
+def test_sm90_refusals_name_the_reason(monkeypatch, change: dict, reason: str) -> None:
+    got = _refusal(monkeypatch, **change)
+    assert got is not None and reason in got, got
+
+
+def test_sm90_refuses_cpu_tensors() -> None:
+    q, c = torch.zeros(4, 2, 64, dtype=torch.bfloat16), torch.zeros(2, 2, 16, 1, 64, dtype=torch.bfloat16)
+    assert "CUDA device" in sm90_refusal(q, c, False, 128, interpreting=False)
+
+
+def test_forced_sm90_where_it_cannot_run_is_an_error(monkeypatch) -> None:
+    import kernels.prefill_route as route
+    monkeypatch.setattr(route, "_capability", lambda index: (8, 0))
+    q, c = _Stand((300, 32, 128)), _Stand((64, 2, 16, 8, 128))
+    with pytest.raises(ValueError, match="kernel='sm90' cannot run this call: it needs compute capability 9.0"):
+        use_sm90("sm90", q, c, False, 128, False)
+    assert use_sm90("auto", q, c, False, 128, False) is False
+    monkeypatch.setattr(route, "_capability", lambda index: (9, 0))
+    assert use_sm90("auto", q, c, False, 128, False) is True
+    assert use_sm90("triton", q, c, False, 128, False) is False
+
+
+def test_tile_knobs_pick_the_triton_kernel() -> None:
+    assert prefill_config(128, torch.bfloat16, True).kernel == "auto"
+    assert prefill_config(128, torch.bfloat16, True, block_m=128).kernel == "auto"   # the sm_90 tile too
+    for knob in ("block_n", "num_warps", "num_stages"):
+        assert prefill_config(128, torch.bfloat16, True, **{knob: 64 if knob == "block_n" else 4}).kernel == "triton"
+        with pytest.raises(ValueError, match=f"{knob} tune the Triton kernel; kernel='sm90' takes none"):
+            prefill_config(128, torch.bfloat16, True, kernel="sm90", **{knob: 64 if knob == "block_n" else 4})
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        prefill_config(128, torch.bfloat16, True, kernel="gluon")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter's refusal: a CPU run")
+def test_forced_sm90_under_the_interpreter_raises() -> None:
+    case = build_case(5, fixed_batch(64, 16, (4, 2), torch.bfloat16, "auto", 15))
+    kv = case.kv
+    with pytest.raises(ValueError, match="kernel='sm90' cannot run this call: the Triton interpreter"):
+        paged_prefill(case.query, kv.kv_cache, kv.block_tables, case.query_start_loc, kv.context_lens, case.scale,
+                      kernel="sm90")
+    # The same call on the Triton kernel, named, gives the default's result.
+    named = paged_prefill(case.query, kv.kv_cache, kv.block_tables, case.query_start_loc, kv.context_lens,
+                          case.scale, kernel="triton", **{k: v for k, v in case.tuning.items() if v})
+    default = paged_prefill(case.query, kv.kv_cache, kv.block_tables, case.query_start_loc, kv.context_lens,
+                            case.scale, **{k: v for k, v in case.tuning.items() if v})
+    assert torch.equal(named, default)
+
+
+def _on_sm90() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+sm90 = pytest.mark.skipif(not _on_sm90(), reason="needs an sm_90 (Hopper) device")
+
+
+@pytest.mark.gpu
+@sm90
+@pytest.mark.parametrize("head_dim,block_size", [(64, 16), (128, 16), (128, 32), (64, 128), (128, 128)])
+@pytest.mark.parametrize("query_dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_sm90_matches_oracle(head_dim: int, block_size: int, query_dtype: torch.dtype) -> None:
+    """Forced sm_90 kernel: decode rows, multi-tile extends over cached prefixes that
+    end mid-tile, a fresh prompt; the cache's unused slots are NaN (make_paged_kv)."""
+    p = fixed_batch(head_dim, block_size, (32, 8), query_dtype, "auto", sizes().max_prefix + 5)
+    case = build_case(head_dim + block_size, p)
+    case.tuning = {"kernel": "sm90"}
+    assert_close(run_kernel(case), run_oracle(case), query_dtype)
+
+
+@pytest.mark.gpu
+@sm90
+def test_sm90_is_auto_and_replays_bitwise() -> None:
+    from kernels.prefill_sm90 import Sm90Launch
+    p = fixed_batch(128, 16, (32, 8), torch.bfloat16, "auto", 1000)
+    case = build_case(11, p)
+    kv = case.kv
+    num_blocks, _, block_size, _, head_dim = kv.kv_cache.shape
+    plan = plan_prefill(case.query_start_loc, kv.context_lens, kv.block_tables, case.query.shape[0], num_blocks,
+                        block_size, head_dim, case.query.dtype, True)
+    args = (kv.kv_cache, kv.block_tables, case.query_start_loc, kv.context_lens, case.scale)
+    first = paged_prefill(case.query, *args, plan=plan)
+    assert [type(v) for v in plan.launches.values()] == [Sm90Launch]
+    again = paged_prefill(case.query.clone(), *args, plan=plan)      # the replay, new tensors
+    assert torch.equal(first, again)
+    triton = paged_prefill(case.query, *args, kernel="triton")
+    assert_close(first, run_oracle(case), torch.bfloat16)
+    assert (first.float() - triton.float()).abs().max().item() < 0.05
