@@ -73,7 +73,8 @@ def prefill_kernel(p: PrefillProblem) -> str:
     except ImportError:
         return "triton"
     plan = _prefill_plan(p)
-    return "sm90" if use_sm90(plan.config.kernel, p.query, p.kv_cache, False, plan.config.block_m, False) \
+    quantized = p.kv_cache.element_size() == 1
+    return "sm90" if use_sm90(plan.config.kernel, p.query, p.kv_cache, quantized, plan.config.block_m, False) \
         else "triton"
 
 
