@@ -1,6 +1,11 @@
 """Check the sm_90 Gluon prefill against the Triton kernel, then time both beside FlashInfer.
 
-    python3 -m bench.probe_prefill_sm90 [--json out.json] [--no-time]
+    python3 -m bench.probe_prefill_sm90 [--json out.json] [--no-time] [--variants]
+
+`--variants` adds the one-partition-per-warpgroup experiment of kernels/prefill_sm90.py
+(SPLIT, with and without TURNS: paged_prefill never runs it), checked after the default
+kernel on every case and timed after it on every row; run it under `timeout`: it has
+not run on a card yet, and the conformance leaves it out until it has.
 
 Correctness first, on every case: full prefills, an extend, and varlen batches
 whose unwritten cache slots hold NaN (pages 16, 32 and 256; head_dim 64 and
@@ -58,7 +63,28 @@ def _run_both(query, cache, tables, qsl, lens, scale):
     return ref, out
 
 
-def check_cases() -> list[dict]:
+VARIANTS = {"gluon_split": (True, False), "gluon_split_turns": (True, True)}
+
+
+def _variant(query, cache, tables, qsl, lens, scale, split: bool, turns: bool):
+    """The experiment's output tensor and a no-argument call writing it."""
+    from kernels.prefill_sm90 import Sm90Launch
+    plan = _plan(query, cache, tables, qsl, lens, "sm90")
+    out = torch.empty_like(query)
+    launch = Sm90Launch(query, cache, tables, out, scale, plan.tile_map.shape[1], split=split, turns=turns)
+    return out, lambda: launch(query, cache, tables, qsl, lens, out, plan.tile_map)
+
+
+def _compare(label: str, out: torch.Tensor, ref: torch.Tensor) -> dict:
+    err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+    nan = bool(torch.isnan(out).any().item())
+    worst = (out.float() - ref.float()).abs().max().item()
+    ok = err < 2e-2 and not nan
+    print(f"{'ok  ' if ok else 'FAIL'} {label}: rel {err:.2e} max abs {worst:.3e}{' NaN!' if nan else ''}", flush=True)
+    return {"case": label, "rel_error": err, "max_abs": worst, "nan": nan, "ok": ok}
+
+
+def check_cases(variants: bool = False) -> list[dict]:
     from bench.problems import extend_problem, prefill_problem
     cases = []
     for label, p in (("prefill B=2 L=1024 32/32/128", prefill_problem(2, 1024, 32, 32, 128)),
@@ -73,17 +99,16 @@ def check_cases() -> list[dict]:
     rows = []
     for label, args in cases:
         ref, out = _run_both(*args)
-        err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-        nan = bool(torch.isnan(out).any().item())
-        worst = (out.float() - ref.float()).abs().max().item()
-        ok = err < 2e-2 and not nan
-        rows.append({"case": label, "rel_error": err, "max_abs": worst, "nan": nan, "ok": ok})
-        print(f"{'ok  ' if ok else 'FAIL'} {label}: rel {err:.2e} max abs {worst:.3e}{' NaN!' if nan else ''}",
-              flush=True)
+        rows.append(_compare(label, out, ref))
+        for name, (split, turns) in (VARIANTS.items() if variants else ()):
+            v_out, run = _variant(*args, split, turns)
+            run()
+            torch.cuda.synchronize()
+            rows.append(_compare(f"{name}: {label}", v_out, ref))
     return rows
 
 
-def time_rows() -> list[dict]:
+def time_rows(variants: bool = False) -> list[dict]:
     import kernels
     from bench import peer_flashinfer as fi
     from bench.problems import extend_problem, prefill_problem
@@ -109,6 +134,8 @@ def time_rows() -> list[dict]:
             "triton": lambda: kernels.paged_prefill(*args, out=out, plan=auto),
             "gluon": lambda: kernels.paged_prefill(*args, out=out, plan=plan),
         }
+        for name, (split, turns) in (VARIANTS.items() if variants else ()):
+            timings[name] = _variant(*args, split, turns)[1]
         if ws is not None:
             for setting in fi.PREFILL_SETTINGS:
                 try:
@@ -138,14 +165,15 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="write the checks and timings here")
     ap.add_argument("--no-time", action="store_true", help="correctness only")
+    ap.add_argument("--variants", action="store_true", help="also check and time the SPLIT / TURNS experiment")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
         print("probe_prefill_sm90: needs an sm_90 CUDA device", file=sys.stderr)
         return 2
-    result = {"device": torch.cuda.get_device_name(), "checks": check_cases()}
+    result = {"device": torch.cuda.get_device_name(), "checks": check_cases(args.variants)}
     failed = [r["case"] for r in result["checks"] if not r["ok"]]
     if not failed and not args.no_time:
-        result["timings"] = time_rows()
+        result["timings"] = time_rows(args.variants)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

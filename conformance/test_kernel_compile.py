@@ -120,7 +120,8 @@ def _compile_prefill_sm90() -> None:
     from triton.backends.compiler import GPUTarget
 
     import kernels.prefill_sm90 as sm90
-    for dtype, head_dim, page in (("bf16", 128, 16), ("fp16", 64, 32), ("bf16", 128, 256)):
+    for dtype, head_dim, page, split in (("bf16", 128, 16, False), ("fp16", 64, 32, False), ("bf16", 128, 256, False),
+                                         ("bf16", 128, 16, True)):
         gdtype = gl.bfloat16 if dtype == "bf16" else gl.float16
         rows = min(page, sm90.BLOCK_N)
         q_layout = gl.NVMMASharedLayout.get_default_for([sm90.BLOCK_M, head_dim], gdtype)
@@ -130,13 +131,14 @@ def _compile_prefill_sm90() -> None:
                "out_ptr": PTR[dtype], "bt_ptr": "*i32", "qsl_ptr": "*i32", "ctx_ptr": "*i32",
                "tile_map_ptr": "*i32", "qk_scale": "fp32", "max_tiles": "i32", "stride_ot": "i32",
                "stride_oh": "i32", "stride_bt": "i32"}
+        warps = sm90.NUM_WARPS // 2 if split else sm90.NUM_WARPS
         consts = dict(GROUP=4, HEAD_DIM=head_dim, PAGE=page, ROWS=rows, BLOCK_M=sm90.BLOCK_M,
-                      BLOCK_N=sm90.BLOCK_N, num_warps=sm90.NUM_WARPS)
+                      BLOCK_N=sm90.BLOCK_N, SPLIT=split, TURNS=split, num_warps=warps)
         sig.update({name: "constexpr" for name in consts})
         kernel = triton.compile(GluonASTSource(sm90._prefill_sm90_kernel, sig, constexprs=consts),
-                                target=GPUTarget("cuda", 90, 32), options={"num_warps": sm90.NUM_WARPS})
+                                target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
         ptx = kernel.asm["ptx"]
-        where = f"prefill_sm90 {dtype} D={head_dim} page {page}"
+        where = f"prefill_sm90 {dtype} D={head_dim} page {page}{' split' if split else ''}"
         assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor.2d" in ptx, where
         assert "setmaxnreg.dec" in ptx and "setmaxnreg.inc" in ptx, where
         assert kernel.metadata.shared <= 227 * 1024, f"{where}: {kernel.metadata.shared} bytes of shared memory"

@@ -43,6 +43,7 @@ K_STAGES = gl.constexpr(3)
 V_STAGES = gl.constexpr(2)
 PRODUCER_WARPS = gl.constexpr(1)
 PRODUCER_REGS = gl.constexpr(48)
+SPLIT_CONSUMER_REGS = gl.constexpr(232)    # the second warpgroup's partition (SPLIT): 2 x 128 x 232 + 128 x 48 fits
 
 
 @gluon.jit
@@ -75,12 +76,15 @@ def _producer(kv_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, bt_ro
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, qk_scale,
+def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turns, out_ptr, qk_scale,
               q_start, q_len, ctx, prefix, first_row, head, n_tiles, full_end, stride_ot, stride_oh,
-              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, num_warps: gl.constexpr):
-    """The two warpgroups: scores, online softmax and P·V over the tiles the producer
+              HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, num_warps: gl.constexpr,
+              WG: gl.constexpr, TURNS: gl.constexpr):
+    """Scores, online softmax and P·V of BLOCK_M query rows over the tiles the producer
     delivers, releasing each K buffer once its scores are in and each V buffer once
-    its P·V is."""
+    its P·V is. Both warpgroups in one partition (the default), or one warpgroup of
+    two (SPLIT, WG 0 or 1: 64 rows each); with TURNS the two take turns issuing their
+    matrix multiplies (FA3's ping-pong: one's softmax under the other's GEMMs)."""
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -96,7 +100,12 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
     # Tile 0: scores and softmax only (its P·V goes out with tile 1's scores).
     mbarrier.wait(q_bar, 0)
     mbarrier.wait(k_ready.index(0), 0)
+    if TURNS:
+        if WG == 1:
+            mbarrier.wait(turns.index(1), 0)          # warpgroup 0 goes first
     s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zeros_s, use_acc=False, is_async=True)
+    if TURNS:
+        mbarrier.arrive(turns.index(1 - WG))
     s = warpgroup_mma_wait(0, deps=[s])
     mbarrier.arrive(k_empty.index(0))
     if full_end <= 0:
@@ -112,9 +121,17 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
         ks = j % K_STAGES
         vs = (j - 1) % V_STAGES
         mbarrier.wait(k_ready.index(ks), (j // K_STAGES) & 1)
+        if TURNS:
+            # This warpgroup's turn: the other has issued its multiplies of the tile before
+            # (warpgroup 1) or of this one (warpgroup 0); at most one arrival is ever pending.
+            mbarrier.wait(v_ready.index(vs), ((j - 1) // V_STAGES) & 1)
+            mbarrier.wait(turns.index(WG), (j - 1 + WG) & 1)
         s = warpgroup_mma(q_smem, k_smem.index(ks).permute((1, 0)), zeros_s, use_acc=False, is_async=True)
-        mbarrier.wait(v_ready.index(vs), ((j - 1) // V_STAGES) & 1)
+        if not TURNS:
+            mbarrier.wait(v_ready.index(vs), ((j - 1) // V_STAGES) & 1)
         acc = warpgroup_mma(p_prev, v_smem.index(vs), acc, is_async=True)
+        if TURNS:
+            mbarrier.arrive(turns.index(1 - WG))
         s = warpgroup_mma_wait(1, deps=[s])
         mbarrier.arrive(k_empty.index(ks))
         # Softmax of tile j while P_{j-1} V_{j-1} runs.
@@ -158,7 +175,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
 def _prefill_sm90_kernel(q_desc, kv_desc, out_ptr, bt_ptr, qsl_ptr, ctx_ptr, tile_map_ptr,
                          qk_scale, max_tiles, stride_ot, stride_oh, stride_bt,
                          GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, PAGE: gl.constexpr, ROWS: gl.constexpr,
-                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, num_warps: gl.constexpr):
+                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, SPLIT: gl.constexpr,
+                         TURNS: gl.constexpr, num_warps: gl.constexpr):
     # 1-D grid, ordered as the Triton kernel's (KV head, tile map, query head in the group).
     pid = gl.program_id(0)
     rest = pid // GROUP
@@ -187,23 +205,45 @@ def _prefill_sm90_kernel(q_desc, kv_desc, out_ptr, bt_ptr, qsl_ptr, ctx_ptr, til
     k_empty = gl.allocate_shared_memory(gl.int64, [K_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [V_STAGES, 1], mbarrier.MBarrierLayout())
+    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    CONSUMERS: gl.constexpr = 1 + SPLIT          # arrivals that release a buffer
     mbarrier.init(q_bar, count=1)
     for i in gl.static_range(K_STAGES):
         mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=CONSUMERS)
     for i in gl.static_range(V_STAGES):
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(v_empty.index(i), count=1)
+        mbarrier.init(v_empty.index(i), count=CONSUMERS)
+    for i in gl.static_range(2):
+        mbarrier.init(turns.index(i), count=1)
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     _tma_load(q_desc, [q_start + first_row, head * HEAD_DIM], q_bar, q_smem)
 
-    gl.warp_specialize(
-        [(_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, qk_scale,
-                      q_start, q_len, ctx, prefix, first_row, head, n_tiles, full_end, stride_ot, stride_oh,
-                      HEAD_DIM, BLOCK_M, BLOCK_N, num_warps)),
-         (_producer, (kv_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, bt_row, (ctx - 1) // PAGE,
-                      n_tiles, (head // GROUP) * HEAD_DIM, BLOCK_N // ROWS, ROWS, PAGE, BLOCK_N))],
-        [PRODUCER_WARPS], [PRODUCER_REGS])
+    last_page = (ctx - 1) // PAGE
+    col = (head // GROUP) * HEAD_DIM
+    if SPLIT:
+        # An experiment (bench/probe_prefill_sm90.py times it; paged_prefill does not run it):
+        # one partition per warpgroup, 64 query rows each, so each releases buffers and
+        # waits on its own, and with TURNS they alternate their multiplies.
+        HALF: gl.constexpr = BLOCK_M // 2
+        gl.warp_specialize(
+            [(_consumer, (q_smem.slice(0, HALF), k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turns,
+                          out_ptr, qk_scale, q_start, q_len, ctx, prefix, first_row, head, n_tiles, full_end,
+                          stride_ot, stride_oh, HEAD_DIM, HALF, BLOCK_N, num_warps, 0, TURNS)),
+             (_consumer, (q_smem.slice(HALF, HALF), k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
+                          turns, out_ptr, qk_scale, q_start, q_len, ctx, prefix, first_row + HALF, head, n_tiles,
+                          full_end, stride_ot, stride_oh, HEAD_DIM, HALF, BLOCK_N, num_warps, 1, TURNS)),
+             (_producer, (kv_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, bt_row, last_page, n_tiles, col,
+                          BLOCK_N // ROWS, ROWS, PAGE, BLOCK_N))],
+            [num_warps, PRODUCER_WARPS], [SPLIT_CONSUMER_REGS, PRODUCER_REGS])
+    else:
+        gl.warp_specialize(
+            [(_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turns, out_ptr,
+                          qk_scale, q_start, q_len, ctx, prefix, first_row, head, n_tiles, full_end, stride_ot,
+                          stride_oh, HEAD_DIM, BLOCK_M, BLOCK_N, num_warps, 0, False)),
+             (_producer, (kv_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, bt_row, last_page, n_tiles, col,
+                          BLOCK_N // ROWS, ROWS, PAGE, BLOCK_N))],
+            [PRODUCER_WARPS], [PRODUCER_REGS])
 
 
 BLOCK_M = 128
@@ -221,7 +261,10 @@ class Sm90Launch:
     __slots__ = ("grid", "scalars", "consts", "q_layout", "kv_layout", "q_block", "kv_block", "q_cols",
                  "kv_rows", "kv_cols", "device", "kern")
 
-    def __init__(self, query, kv_cache, block_tables, out, scale: float, max_tiles: int) -> None:
+    def __init__(self, query, kv_cache, block_tables, out, scale: float, max_tiles: int, split: bool = False,
+                 turns: bool = False) -> None:
+        """`split` / `turns`: the one-partition-per-warpgroup experiment (see the kernel);
+        paged_prefill passes neither."""
         import torch
 
         from kernels.triton_compat import LOG2E
@@ -237,7 +280,8 @@ class Sm90Launch:
         self.kv_rows, self.kv_cols = num_blocks * 2 * page, num_kv_heads * head_dim
         self.grid = (max_tiles * num_heads, 1, 1)
         self.scalars = (scale * LOG2E, max_tiles, out.stride(0), out.stride(1), block_tables.stride(0))
-        self.consts = (num_heads // num_kv_heads, head_dim, page, rows, BLOCK_M, BLOCK_N, NUM_WARPS)
+        self.consts = (num_heads // num_kv_heads, head_dim, page, rows, BLOCK_M, BLOCK_N, split, split and turns,
+                       NUM_WARPS // 2 if split else NUM_WARPS)
         self.device = query.device.index if query.device.index is not None else torch.cuda.current_device()
         self.kern = None
 
@@ -253,8 +297,9 @@ class Sm90Launch:
         if self.kern is not None and jit_modes_off() and current_device() == self.device:
             run_compiled(self.kern, self.grid, self.device, args, (), self.consts)
             return
-        group, head_dim, page, rows, block_m, block_n, num_warps = self.consts
+        group, head_dim, page, rows, block_m, block_n, split, turns, num_warps = self.consts
         handle = _prefill_sm90_kernel[self.grid[:1]](*args, GROUP=group, HEAD_DIM=head_dim, PAGE=page, ROWS=rows,
-                                                     BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)
+                                                     BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split, TURNS=turns,
+                                                     num_warps=num_warps)
         if handle is not None and hasattr(handle, "run") and jit_modes_off():
             self.kern = Compiled(handle, handle.run, handle.function, handle.packed_metadata)
