@@ -214,8 +214,9 @@ def _prefill_sm90_kernel(q_desc, kv_desc, out_ptr, bt_ptr, qsl_ptr, ctx_ptr, til
     for i in gl.static_range(V_STAGES):
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(v_empty.index(i), count=CONSUMERS)
-    for i in gl.static_range(2):
-        mbarrier.init(turns.index(i), count=1)
+    if SPLIT:
+        for i in gl.static_range(2):
+            mbarrier.init(turns.index(i), count=1)
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     _tma_load(q_desc, [q_start + first_row, head * HEAD_DIM], q_bar, q_smem)
 
