@@ -5,13 +5,15 @@ kernel; this one exists because Triton 3.6 cannot overlap the softmax with the
 matrix multiplies on sm_90 (kernels/README.md, "Prefill"). Here the schedule is
 written out:
 
-- K/V arrive by TMA, one copy per page of the tile (a 128-token tile on pages of
-  16 is 8 copies of [16, head_dim]), into a ring of 3 K and 2 V buffers with one
-  mbarrier each; the block ids of the pages are loaded a tile ahead of use.
-- Each iteration issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} as async wgmma,
-  waits for S_j only, runs the softmax of tile j while P_{j-1} V_{j-1} is still
-  on the tensor cores, then waits for it and rescales O (FlashAttention-3's
-  intra-warpgroup overlap, without its producer warpgroup).
+- A producer warp (its own warp-specialised partition) copies K/V by TMA, one
+  copy per page of the tile (a 128-token tile on pages of 16 is 8 copies of
+  [16, head_dim]), into a ring of 3 K and 2 V buffers with ready/empty mbarriers.
+  In a partition of its own, the copies cost the consumers no CTA barriers
+  (Triton puts one before each TMA copy of a partition).
+- The consumer (two warpgroups) issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} as
+  async wgmma, waits for S_j only, runs the softmax of tile j while P_{j-1} V_{j-1}
+  is still on the tensor cores, then waits for it and rescales O
+  (FlashAttention-3's intra-warpgroup overlap).
 - Tiles wholly below the causal diagonal take no mask. The tile that crosses the
   end of the context may hold slots no write filled (any bits, NaN included):
   its scores are masked and its V rows past the context are zeroed in shared
