@@ -157,3 +157,49 @@ def test_sm90_is_auto_and_replays_bitwise() -> None:
     triton = paged_prefill(case.query, *args, kernel="triton")
     assert_close(first, run_oracle(case), torch.bfloat16)
     assert (first.float() - triton.float()).abs().max().item() < 0.05
+
+
+@pytest.mark.parametrize("page", [16, 256])
+def test_sm90_launch_geometry(monkeypatch, page: int) -> None:
+    """What Sm90Launch hands the kernel, with the kernel replaced by a recorder (any
+    machine): the grid, scalars and constexprs, and TMA descriptors whose 2-D views
+    address the cache exactly as the kernel's row formula does, (block * 2 + kv) *
+    page + slot, for a per-layer view of an engine-wide cache."""
+    sm90 = pytest.importorskip("kernels.prefill_sm90")
+    from kernels.triton_compat import LOG2E
+    calls = []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: calls.append((grid, args, kw))   # returns None: no compiled handle
+
+    monkeypatch.setattr(sm90, "_prefill_sm90_kernel", Recorder())
+    gen = torch.Generator().manual_seed(0)
+    engine = torch.randn((3, 6, 2, page, 4, 64), generator=gen).to(torch.bfloat16)   # [layers, blocks, 2, page, Hkv, D]
+    cache = engine[1]
+    query = torch.randn((300, 16, 64), generator=gen).to(torch.bfloat16)
+    out, tables = torch.empty_like(query), torch.zeros((2, 5), dtype=torch.int32)
+    qsl, lens = torch.tensor([0, 100, 300], dtype=torch.int32), torch.tensor([100, 300], dtype=torch.int32)
+    tile_map = torch.zeros((2, 3), dtype=torch.int32)
+    launch = sm90.Sm90Launch(query, cache, tables, out, 0.125, 3)
+    for _ in range(2):                                   # no compiled handle: each call is a JIT launch
+        launch(query, cache, tables, qsl, lens, out, tile_map)
+    assert len(calls) == 2
+    grid, args, kw = calls[1]
+    rows = min(page, sm90.BLOCK_N)
+    assert grid == (3 * 16,)
+    assert kw == dict(GROUP=4, HEAD_DIM=64, PAGE=page, ROWS=rows, BLOCK_M=128, BLOCK_N=128, SPLIT=False,
+                      TURNS=False, num_warps=8)
+    q_desc, kv_desc = args[:2]
+    assert args[2:7] == (out, tables, qsl, lens, tile_map)
+    assert args[7:] == (0.125 * LOG2E, 3, out.stride(0), out.stride(1), tables.stride(0))
+    assert (list(q_desc.shape), list(q_desc.strides), list(q_desc.block_shape)) == ([300, 16 * 64], [16 * 64, 1],
+                                                                                   [128, 64])
+    assert (list(kv_desc.shape), list(kv_desc.block_shape)) == ([6 * 2 * page, 4 * 64], [rows, 64])
+    assert kv_desc.base.data_ptr() == cache.data_ptr()
+    view = cache.as_strided(tuple(kv_desc.shape), tuple(kv_desc.strides))
+    for block, kv, slot, kv_head in [(0, 0, 0, 0), (5, 1, page - 1, 3), (2, 1, 7, 1), (4, 0, page // 2, 2)]:
+        row = (block * 2 + kv) * page + slot
+        assert torch.equal(view[row, kv_head * 64:(kv_head + 1) * 64], cache[block, kv, slot, kv_head])
+    q_view = query.as_strided(tuple(q_desc.shape), tuple(q_desc.strides))
+    assert torch.equal(q_view[123, 5 * 64:6 * 64], query[123, 5])

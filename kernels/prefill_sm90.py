@@ -285,7 +285,8 @@ class Sm90Launch:
         self.scalars = (scale * LOG2E, max_tiles, out.stride(0), out.stride(1), block_tables.stride(0))
         self.consts = (num_heads // num_kv_heads, head_dim, page, rows, BLOCK_M, BLOCK_N, split, split and turns,
                        NUM_WARPS // 2 if split else NUM_WARPS)
-        self.device = query.device.index if query.device.index is not None else torch.cuda.current_device()
+        index = query.device.index
+        self.device = index if index is not None or not query.is_cuda else torch.cuda.current_device()
         self.kern = None
 
     def __call__(self, query, kv_cache, block_tables, query_start_loc, context_lens, out, tile_map) -> None:
