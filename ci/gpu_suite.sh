@@ -105,14 +105,16 @@ fi
 
 if [ "$tests" = 1 ]; then
   # The GPU subset: the kernel tests (marked `kernel` by conformance/conftest.py; on a
-  # GPU they run at full size) and anything marked `gpu`. Their time goes mostly to
+  # GPU they run at full size) and anything marked `gpu`. The slowest 20 are listed at the
+  # end, and a test past 120 s prints every thread's stack (session 10's capped runs stopped
+  # with workers in ptxas and no way to tell which tests held them). Their time goes mostly to
   # Triton JIT compiles (one per drawn shape, CPU-bound ptxas): spread them over
   # worker processes when pytest-xdist is there.
   workers=()
   "$PY" -c 'import xdist' 2>/dev/null && workers=(-n "${KERNEL_TEST_WORKERS:-8}" --dist load)
   step "GPU conformance ($profile)" "$(cap $want_conformance $(( want_sanitizer + bench_reserve )))" \
     env HYPOTHESIS_PROFILE=$profile "$PY" -m pytest conformance -m "gpu or kernel" -q "${workers[@]}" \
-      -p no:cacheprovider --junitxml="$out_dir/conformance.xml"
+      -p no:cacheprovider --junitxml="$out_dir/conformance.xml" --durations=20 -o faulthandler_timeout=120
 
   # Own allocations per tensor, so memcheck sees an overrun past a tensor's end.
   limit="$(cap $want_sanitizer $bench_reserve)"
