@@ -23,9 +23,9 @@ __all__ = ["gdc_launch_dependents", "gdc_wait", "use_pdl"]
 
 
 @functools.cache
-def _major(index: int) -> int:
-    """Compute capability major of CUDA device `index`, asked once."""
-    return torch.cuda.get_device_capability(index)[0]
+def capability(index: int) -> tuple[int, int]:
+    """Compute capability of CUDA device `index`, asked once (kernels/prefill_route.py asks too)."""
+    return torch.cuda.get_device_capability(index)
 
 
 def use_pdl(device: torch.device, requested: bool | None, interpreting: bool | None = None) -> bool:
@@ -35,7 +35,7 @@ def use_pdl(device: torch.device, requested: bool | None, interpreting: bool | N
     if interpreting is None:
         interpreting = is_interpreting()
     available = (not interpreting and gdc_wait is not None and device.type == "cuda"
-                 and _major(torch.cuda.current_device() if device.index is None else device.index) >= 9)
+                 and capability(torch.cuda.current_device() if device.index is None else device.index)[0] >= 9)
     if requested and not available:
         raise ValueError(f"pdl=True needs compiled Triton on a CUDA device of compute capability >= 9.0 "
                          f"with griddepcontrol support; here: {device}"

@@ -10,19 +10,14 @@ is tried and retried.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
+
+from kernels.pdl import capability as _capability
 
 KERNELS = ("auto", "triton", "sm90")
 SM90_HEAD_DIMS = (64, 128)
 SM90_BLOCK_M = 128          # kernels/prefill_sm90.BLOCK_M: the tile map must be built for it
 _MAX_ROWS = 2**31           # TMA row coordinates are int32
-
-
-@functools.cache
-def _capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
 
 
 def sm90_refusal(query: torch.Tensor, kv_cache: torch.Tensor, quantized: bool, block_m: int,

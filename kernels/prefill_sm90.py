@@ -26,6 +26,7 @@ engine-wide tensor is).
 """
 from __future__ import annotations
 
+import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -35,6 +36,10 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+import kernels.launch as launch            # looked up per call: tests switch its JIT modes
+from kernels.triton_compat import LOG2E
 
 # Triton 3.6 (the GPU machine) names the TMA load async_copy_global_to_shared; later ones
 # (3.9, the CPU machines' compile test) async_load.
@@ -268,9 +273,6 @@ class Sm90Launch:
                  turns: bool = False) -> None:
         """`split` / `turns`: the one-partition-per-warpgroup experiment (see the kernel);
         paged_prefill passes neither."""
-        import torch
-
-        from kernels.triton_compat import LOG2E
         _, num_heads, head_dim = query.shape
         num_blocks, _, page, num_kv_heads, _ = kv_cache.shape
         gdtype = gl.bfloat16 if query.dtype == torch.bfloat16 else gl.float16
@@ -290,20 +292,17 @@ class Sm90Launch:
         self.kern = None
 
     def __call__(self, query, kv_cache, block_tables, query_start_loc, context_lens, out, tile_map) -> None:
-        from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
-
-        from kernels.launch import Compiled, current_device, jit_modes_off, run_compiled
         q_desc = TensorDescriptor(query, [query.shape[0], self.q_cols], [query.stride(0), 1], self.q_block,
                                   self.q_layout)
         kv_desc = TensorDescriptor(kv_cache, [self.kv_rows, self.kv_cols], [kv_cache.stride(2), 1], self.kv_block,
                                    self.kv_layout)
         args = (q_desc, kv_desc, out, block_tables, query_start_loc, context_lens, tile_map, *self.scalars)
-        if self.kern is not None and jit_modes_off() and current_device() == self.device:
-            run_compiled(self.kern, self.grid, self.device, args, (), self.consts)
+        if self.kern is not None and launch.jit_modes_off() and launch.current_device() == self.device:
+            launch.run_compiled(self.kern, self.grid, self.device, args, (), self.consts)
             return
         group, head_dim, page, rows, block_m, block_n, split, turns, num_warps = self.consts
         handle = _prefill_sm90_kernel[self.grid[:1]](*args, GROUP=group, HEAD_DIM=head_dim, PAGE=page, ROWS=rows,
                                                      BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split, TURNS=turns,
                                                      num_warps=num_warps)
-        if handle is not None and hasattr(handle, "run") and jit_modes_off():
-            self.kern = Compiled(handle, handle.run, handle.function, handle.packed_metadata)
+        if handle is not None and hasattr(handle, "run") and launch.jit_modes_off():
+            self.kern = launch.Compiled(handle, handle.run, handle.function, handle.packed_metadata)
