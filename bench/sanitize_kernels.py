@@ -6,7 +6,8 @@ float64 oracle: the workload `compute-sanitizer --tool memcheck` runs over
 
 Shapes cover the paths that index memory differently: block tables holding the
 last block of the cache, contexts of 1 / block_size + 1 / long (split-K),
-padding slots (-1) in write_kv, GQA 9/3, head_dim 64 and 128, bf16/fp8/int8.
+padding slots (-1) in write_kv, GQA 9/3, head_dim 64 and 128, bf16/fp8/int8, and
+on a Hopper card the sm_90 prefill kernel (TMA page copies) beside the Triton one.
 Exit status 0 when every check passed, 1 otherwise.
 """
 from __future__ import annotations
@@ -40,16 +41,22 @@ def check_decode(device: str, gen: torch.Generator, cache: str) -> float:
     return worst
 
 
-def check_prefill(device: str, gen: torch.Generator, cache: str) -> float:
-    hq, hkv, d = 8, 2, 64
+def check_prefill(device: str, gen: torch.Generator, cache: str, kernel: str = "auto",
+                  head_dim: int = 64, block_size: int = 16) -> float:
+    hq, hkv, d = 8, 2, head_dim
     lens, qlens = [37, 40, 1], [5, 40, 1]  # a cached prefix, a whole prompt, a decode row
-    kv = make_paged_kv(gen, lens, hkv, d, 16, DTYPES[cache], device, num_blocks=64)
+    kv = make_paged_kv(gen, lens, hkv, d, block_size, DTYPES[cache], device, num_blocks=64)
     q = torch.randn((sum(qlens), hq, d), generator=gen).to(device, torch.bfloat16)
     starts = torch.tensor([0, 5, 45, 46], dtype=torch.int32, device=device)
     ref = ref_attn.paged_prefill(q, kv.kv_cache, kv.block_tables, starts, kv.context_lens, d ** -0.5, kv.kv_scales)
     out = kernels.paged_prefill(q, kv.kv_cache, kv.block_tables, starts, kv.context_lens, d ** -0.5,
-                                kv_scales=kv.kv_scales)
+                                kv_scales=kv.kv_scales, kernel=kernel)
     return rel_error(out, ref)
+
+
+def sm90_available(device: str) -> bool:
+    """Whether the sm_90 Gluon prefill kernel can run here (a Hopper card)."""
+    return device.startswith("cuda") and torch.cuda.get_device_capability(device) == (9, 0)
 
 
 def check_write(device: str, gen: torch.Generator, cache: str) -> float:
@@ -100,8 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[tuple[str, Callable[[], float], float]] = []
     for cache in DTYPES:
         checks += [(f"paged_decode {cache}", lambda c=cache: check_decode(args.device, gen, c), BOUND),
-                   (f"paged_prefill {cache}", lambda c=cache: check_prefill(args.device, gen, c), BOUND),
+                   (f"paged_prefill {cache} (Triton kernel)",
+                    lambda c=cache: check_prefill(args.device, gen, c, "triton"), BOUND),
                    (f"write_kv {cache}", lambda c=cache: check_write(args.device, gen, c), 0.0 if cache == "bf16" else 1e-2)]
+    if sm90_available(args.device):
+        # The Gluon kernel's TMA copies address pages by row: both head dims, pages 16 and 32.
+        for cache in ("bf16",):
+            for d, bs in ((64, 16), (128, 32)):
+                checks.append((f"paged_prefill {cache} (sm_90 kernel) head_dim {d} block {bs}",
+                               lambda c=cache, d=d, bs=bs: check_prefill(args.device, gen, c, "sm90", d, bs), BOUND))
     checks.append(("copy_blocks + swap_blocks", lambda: check_copy_swap(args.device, gen), 0.0))
     failed = 0
     for name, fn, bound in checks:

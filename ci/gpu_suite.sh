@@ -17,7 +17,7 @@ usage: ci/gpu_suite.sh [OUT_DIR] [--quick] [--tests-only | --bench-only]
   --tests-only  conformance + memcheck only
   --bench-only  benchmarks + report only
 Environment: SUITE_BUDGET_S (default 570) bounds the whole run; WANT_CONFORMANCE_S (default
-300) caps the GPU conformance, WANT_DECODE_S (default 240) the decode benchmark; KERNEL_TEST_WORKERS (default 8) its pytest-xdist workers; a step stopped at
+300) caps the GPU conformance, WANT_SANITIZER_S (default 60) the memcheck pass, WANT_DECODE_S (default 240) the decode benchmark; KERNEL_TEST_WORKERS (default 8) its pytest-xdist workers; a step stopped at
 its cap gets SIGINT, so pytest still writes what it finished. PYTHON (default python3).
 Exit status: 0 when every step passed.
 EOF
@@ -44,7 +44,7 @@ PY="${PYTHON:-python3}"
 budget="${SUITE_BUDGET_S:-570}"
 profile=gpu; [ "$quick" = 1 ] && profile=ci && export BENCH_QUICK=1
 # Seconds each step may want (typical on an H100 in brackets), and what the bench keeps back.
-want_conformance=${WANT_CONFORMANCE_S:-300} want_sanitizer=60   # [181-209 s for 192 tests with 8 workers, 31]
+want_conformance=${WANT_CONFORMANCE_S:-300} want_sanitizer=${WANT_SANITIZER_S:-60}   # [181-209 s for 192 tests with 8 workers, 31]
 # decode: one flex compile per batch and head shape. When the two steps do not fit one
 # budget, run --tests-only and --bench-only separately.
 want_decode=${WANT_DECODE_S:-240} want_prefill=${WANT_PREFILL_S:-60} want_write=20     # [73-128, 8-13, 5-12]
