@@ -87,17 +87,19 @@ def _decode_calls(batch: int, context: int) -> dict[str, Callable[[], object]]:
     }
 
 
-def _prefill_calls(batch: int, seq_len: int) -> dict[str, Callable[[], object]]:
+def _prefill_calls(batch: int, seq_len: int, kernel: str = "auto") -> dict[str, Callable[[], object]]:
+    """`kernel` as paged_prefill takes it: "auto" is what a user gets (the sm_90 kernel on
+    Hopper, whose replay builds two TMA descriptors per call), "triton" its portable twin."""
     from kernels.prefill_plan import plan_prefill
     p = prefill_problem(batch, seq_len, 32, 8, 128, device="cuda", seed=seq_len)
     out = torch.empty_like(p.query)
     num_blocks, _, block_size, _, head_dim = p.kv_cache.shape
     plan = plan_prefill(p.query_start_loc, p.context_lens, p.block_tables, p.query.shape[0], num_blocks,
-                        block_size, head_dim, p.query.dtype, True)
+                        block_size, head_dim, p.query.dtype, True, kernel=kernel)
 
     def args() -> tuple:
         return p.query, p.kv_cache, p.block_tables, p.query_start_loc, p.context_lens, p.scale
-    return {"checked": lambda: kernels.paged_prefill(*args(), out=out),
+    return {"checked": lambda: kernels.paged_prefill(*args(), out=out, kernel=kernel),
             "unchecked": lambda: kernels.paged_prefill(*args(), out=out, plan=plan)}
 
 
@@ -112,6 +114,7 @@ CASES = {
     "decode-B8-L4096": lambda: _decode_calls(8, 4096),
     "decode-B64-L256": lambda: _decode_calls(64, 256),
     "prefill-B4-L1024": lambda: _prefill_calls(4, 1024),
+    "prefill-B4-L1024-triton": lambda: _prefill_calls(4, 1024, "triton"),
     "write_kv-T64": lambda: _write_calls(64),
 }
 
