@@ -1,0 +1,130 @@
+"""Check the register-only fp8 decode kernel against the float64 oracle, then time it
+beside our Triton fp8 and bf16 decode.
+
+    python3 -m bench.probe_decode_fp8_mma [--json out.json] [--no-time]
+
+kernels/decode_fp8_mma.py has not run on a card before this probe: correctness
+first, on every case (GQA groups 1/4/8/16, pages 16/32/256, contexts that end
+inside a tile, more splits than some contexts fill, unwritten cache slots
+poisoned with NaN), each held to the oracle on the dequantised cache at the
+fp8 decode conformance bound and beside the Triton kernel's own error. Then the
+issue's fp8 rows (B=64 L=4096 and L=16384, B=8 L=4096; 32/8/128, block 16) are
+timed like the benchmarks (CUDA graph, L2 flushed) over a sweep of split counts,
+with the eager figure of the fastest beside it. Needs a CUDA device of sm_89+.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+BOUND = 2e-2   # conformance/test_kernel_paged_decode.py's bound for quantised caches against the oracle
+READ_CEILING_GBS = 4611.0   # H200 read stream, bench/README.md (session 9's suite run)
+
+
+def check_cases() -> list[dict]:
+    import kernels
+    from conformance.paged_cases import make_paged_kv, rel_error
+    from kernels.decode_fp8_mma import decode_fp8_mma
+    from reference import attention as ref_attn
+    gen = torch.Generator().manual_seed(20261203)
+    cases = [
+        # (label, context lens, Hq, Hkv, page, splits)
+        ("G4 page16 short+long", [1, 37, 300, 1000], 8, 2, 16, 1),
+        ("G4 page16 splits3", [1, 37, 300, 1000], 8, 2, 16, 3),
+        ("G8 page32 splits2", [33, 64, 65, 511], 32, 4, 32, 2),
+        ("G1 page16 splits4", [5, 129, 700], 8, 8, 16, 4),
+        ("G16 page256 splits2", [257, 1500], 32, 2, 256, 2),
+        ("G4 page16 more splits than tokens", [2, 40], 8, 2, 16, 8),
+    ]
+    rows = []
+    for label, lens, hq, hkv, page, splits in cases:
+        kv = make_paged_kv(gen, lens, hkv, 128, page, torch.float8_e4m3fn, "cuda")
+        q = torch.randn((len(lens), hq, 128), generator=gen).to("cuda", torch.bfloat16)
+        scale = 128 ** -0.5
+        ref = ref_attn.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, scale, kv.kv_scales)
+        ours = decode_fp8_mma(q, kv.kv_cache, kv.kv_scales, kv.block_tables, kv.context_lens, scale, max(lens), splits)
+        triton_out = kernels.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, scale,
+                                          kv_scales=kv.kv_scales)
+        torch.cuda.synchronize()
+        err, terr = rel_error(ours, ref), rel_error(triton_out, ref)
+        nan = bool(torch.isnan(ours).any().item())
+        ok = err <= BOUND and not nan
+        rows.append({"case": label, "error": err, "triton_error": terr, "nan": nan, "ok": ok})
+        print(f"{'ok  ' if ok else 'FAIL'} {label}: error {err:.3g} (Triton kernel {terr:.3g}, bound {BOUND})"
+              + (" NaN" if nan else ""), flush=True)
+    return rows
+
+
+def time_rows() -> list[dict]:
+    import kernels
+    from bench.problems import decode_problem
+    from bench.timing import L2Flush, time_gpu
+    from kernels.decode_fp8_mma import decode_fp8_mma
+    flush = L2Flush("cuda")
+    rows = []
+    for batch, ctx in ((64, 4096), (64, 16384), (8, 4096)):
+        p8 = decode_problem(batch, ctx, 32, 8, 128, cache_dtype=torch.float8_e4m3fn, seed=ctx)
+        pb = decode_problem(batch, ctx, 32, 8, 128, seed=ctx)
+        out = torch.empty_like(p8.query)
+        fp8_bytes = p8.kv_cache.numel() + p8.kv_scales.numel() * 4
+        row = {"problem": f"decode B={batch} L={ctx} 32/8/128 block 16", "fp8_bytes": fp8_bytes,
+               "bf16_bytes": pb.kv_cache.numel() * 2}
+        row["triton_bf16_s"] = time_gpu(lambda: kernels.paged_decode(pb.query, pb.kv_cache, pb.block_tables,
+                                                                     pb.context_lens, pb.scale, out=out), flush).median
+        row["triton_fp8_s"] = time_gpu(lambda: kernels.paged_decode(p8.query, p8.kv_cache, p8.block_tables,
+                                                                    p8.context_lens, p8.scale, kv_scales=p8.kv_scales,
+                                                                    out=out), flush).median
+        best = None
+        for splits in (1, 2, 4, 8, 16):
+            def call(splits=splits):
+                return decode_fp8_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables, p8.context_lens,
+                                      p8.scale, ctx, splits, out)
+            s = time_gpu(call, flush).median
+            row[f"mma_splits{splits}_s"] = s
+            if best is None or s < row[f"mma_splits{best}_s"]:
+                best = splits
+        row["mma_best_splits"] = best
+        row["mma_s"] = row[f"mma_splits{best}_s"]
+        row["mma_eager_s"] = time_gpu(lambda: decode_fp8_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables,
+                                                             p8.context_lens, p8.scale, ctx, best, out),
+                                      flush, use_graph=False).median
+        row["mma_vs_bf16"] = row["triton_bf16_s"] / row["mma_s"]
+        row["triton_fp8_vs_bf16"] = row["triton_bf16_s"] / row["triton_fp8_s"]
+        row["mma_read_fraction"] = fp8_bytes / row["mma_s"] / 1e9 / READ_CEILING_GBS
+        print(f"{row['problem']}: bf16 {row['triton_bf16_s'] * 1e6:.1f} us, Triton fp8 "
+              f"{row['triton_fp8_s'] * 1e6:.1f} ({row['triton_fp8_vs_bf16']:.2f}x), register-only fp8 "
+              f"{row['mma_s'] * 1e6:.1f} us at {best} splits ({row['mma_vs_bf16']:.2f}x bf16, "
+              f"{row['mma_read_fraction']:.1%} of read; eager {row['mma_eager_s'] * 1e6:.1f}); splits: "
+              + ", ".join(f"{s} {row[f'mma_splits{s}_s'] * 1e6:.1f}" for s in (1, 2, 4, 8, 16)), flush=True)
+        rows.append(row)
+        del p8, pb
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python3 -m bench.probe_decode_fp8_mma", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", help="write the checks and timings here")
+    ap.add_argument("--no-time", action="store_true", help="correctness only")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
+        print("probe_decode_fp8_mma: needs a CUDA device of sm_89 or newer (the paired e4m3 convert)", file=sys.stderr)
+        return 2
+    result = {"device": torch.cuda.get_device_name(), "checks": check_cases()}
+    failed = [r["case"] for r in result["checks"] if not r["ok"]]
+    if not failed and not args.no_time:
+        result["timings"] = time_rows()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if failed:
+        print(f"{len(failed)} case(s) failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

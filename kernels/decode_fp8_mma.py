@@ -1,0 +1,238 @@
+"""Decode over an fp8 (e4m3) cache with no shared memory: a Gluon kernel (sm_89+: the paired e4m3 convert).
+
+The Triton decode kernel up-casts each 1-byte K/V value to float16 for its tl.dot,
+and Triton routes the 1-byte V tile through shared memory one byte at a time to
+transpose it: that, not the bytes read, bounds it (kernels/README.md, "Quantised
+caches"). Here every byte goes from a 16-byte global load to the tensor cores in
+registers:
+
+- One warp per program (sequence, KV head, split) over 32-token tiles; the next
+  tile's K/V is loaded as packed 4-byte words before this tile's arithmetic (64
+  registers of prefetch; carried as bytes it would take 256 and spill).
+- Each word becomes four float16 values by two paired hardware converts; the
+  products are float16 `mma.sync` (m16n8k16) with float32 sums, and the query is
+  float16 after scaling each row by a power of two so its largest |value| lies in
+  [1, 2) (exact for bf16 values): the float16 path's numbers.
+- The operand layouts the mma wants are reached without moving data between
+  threads: the head dimension of the query and K is permuted (a dot product does not
+  care in which order it sums, as long as both agree) so that a thread's 32
+  contiguous K bytes are its k-values, and V's head dimension so that a thread's 16
+  contiguous V bytes are its n-values; each permutation is a reshape + permute the
+  compiler checks to be free (`convert_layout(..., assert_trivial=True)`). The
+  output's head-dim order is undone once, at the end. V's tokens pair up in
+  registers with one byte permute per output register.
+- The K scale multiplies score columns; the V scale, over the tile's largest,
+  multiplies probability columns, and the accumulator is kept in units of that
+  largest (rescaled with the softmax's own correction).
+- Every program writes split partials in paged_decode's format; the Triton reduce
+  kernel (kernels/decode_kernels.py) merges them.
+
+Limits: head_dim 128, GQA group <= 16, bf16/fp16 queries, cache strides in
+whole 4-byte words. An experiment probed by bench/probe_decode_fp8_mma.py;
+paged_decode does not run it yet.
+"""
+from __future__ import annotations
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+
+from kernels.decode_kernels import decode_reduce_kernel
+from kernels.launch import next_pow2
+from kernels.triton_compat import LOG2E
+
+TILE = gl.constexpr(32)          # tokens per step
+HEAD_DIM = gl.constexpr(128)
+ROWS = gl.constexpr(16)          # the mma's rows: GQA group <= 16
+
+
+@gluon.jit
+def _k_order(x):
+    """[R, 128] in memory order of the head dim -> the mma's k order (r*8 + l*2 + e for
+    d = l*32 + r*2 + e): a thread's 32 contiguous values become its k-values."""
+    R: gl.constexpr = x.shape[0]
+    x = gl.reshape(x, [R, 4, 16, 2])
+    x = gl.permute(x, [0, 2, 1, 3])
+    return gl.reshape(x, [R, 128])
+
+
+@gluon.jit
+def _e4m3x4_to_f16(words):
+    """int32 words of 4 e4m3 bytes -> float16 [..., 4] in byte order: two paired
+    hardware converts per word, straight from the loaded register."""
+    h0, h1, h2, h3 = gl.inline_asm_elementwise(
+        """{
+        .reg .b16 lo, hi;
+        .reg .b32 a, b;
+        mov.b32 {lo, hi}, $4;
+        cvt.rn.f16x2.e4m3x2 a, lo;
+        cvt.rn.f16x2.e4m3x2 b, hi;
+        mov.b32 {$0, $1}, a;
+        mov.b32 {$2, $3}, b;
+        }""",
+        "=h,=h,=h,=h,r", [words], dtype=(gl.float16, gl.float16, gl.float16, gl.float16), is_pure=True, pack=1)
+    both = gl.join(gl.join(h0, h1), gl.join(h2, h3))          # [..., i, j] holds byte 2j + i
+    return gl.permute(both, [0, 1, 2, 4, 3])
+
+
+@gluon.jit
+def _load_tile(k_base, v_base, scale_base, table, tile, end, stride_cb, stride_cs, stride_sb, stride_ss, stride_skv,
+               BLOCK_SIZE: gl.constexpr, k_layout: gl.constexpr, v_layout: gl.constexpr, col_layout: gl.constexpr):
+    """K [32, 4, 8] and V [32, 8, 4] int32 words (4 e4m3 bytes each) of tokens
+    tile..tile+31 in memory order (strides in words), and their K and V scales in
+    the layout of a score row. Tokens at or past `end` read as 0 (they may never
+    have been written)."""
+    kt = tile + gl.arange(0, TILE, layout=gl.SliceLayout(1, gl.SliceLayout(2, k_layout)))
+    kb = gl.load(table + kt // BLOCK_SIZE, mask=kt < end, other=0).to(gl.int64)
+    k_row = kb * stride_cb + (kt % BLOCK_SIZE) * stride_cs
+    kdh = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, k_layout)))
+    kdl = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, k_layout)))
+    k_off = k_row[:, None, None] + (kdh[None, :, None] * 8 + kdl[None, None, :])
+    k = gl.load(k_base + k_off, mask=(kt < end)[:, None, None], other=0)
+    vt = tile + gl.arange(0, TILE, layout=gl.SliceLayout(1, gl.SliceLayout(2, v_layout)))
+    vb = gl.load(table + vt // BLOCK_SIZE, mask=vt < end, other=0).to(gl.int64)
+    v_row = vb * stride_cb + (vt % BLOCK_SIZE) * stride_cs
+    vdh = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(2, v_layout)))
+    vdl = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, v_layout)))
+    v_off = v_row[:, None, None] + (vdh[None, :, None] * 4 + vdl[None, None, :])
+    v = gl.load(v_base + v_off, mask=(vt < end)[:, None, None], other=0)
+    tok = tile + gl.arange(0, TILE, layout=col_layout)
+    live = tok < end
+    blk = gl.load(table + tok // BLOCK_SIZE, mask=live, other=0).to(gl.int64)
+    s_off = blk * stride_sb + (tok % BLOCK_SIZE) * stride_ss
+    k_scale = gl.load(scale_base + s_off, mask=live, other=0.0)
+    v_scale = gl.load(scale_base + stride_skv + s_off, mask=live, other=0.0)
+    return k, v, k_scale, v_scale
+
+
+@gluon.jit
+def decode_fp8_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
+                          qk_scale, split_len,
+                          stride_qb, stride_qh, stride_cb, stride_ckv, stride_cs, stride_ch,
+                          stride_sb, stride_skv, stride_ss, stride_sh, stride_tb, stride_pb, stride_ph, stride_ps,
+                          GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr):
+    """Grid (sequence, KV head, split), one warp each; partials as paged_decode's split
+    pass writes them (float32 accumulator [.., 128], running max in log2 units, sum)."""
+    seq = gl.program_id(0)
+    kv_head = gl.program_id(1)
+    split = gl.program_id(2)
+    ctx = gl.load(lens_ptr + seq)
+    start = split * split_len
+    end = gl.minimum(start + split_len, ctx)
+
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[1, 1], instr_shape=[16, 8])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=2)
+    b_layout: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=2)
+    k_layout: gl.constexpr = gl.BlockedLayout([1, 1, 8], [8, 4, 1], [1, 1, 1], [2, 1, 0])
+    v_layout: gl.constexpr = gl.BlockedLayout([2, 1, 4], [4, 8, 1], [1, 1, 1], [2, 0, 1])
+    q_layout: gl.constexpr = gl.BlockedLayout([1, 4], [8, 4], [1, 1], [1, 0])
+    row_layout: gl.constexpr = gl.SliceLayout(1, mma)
+    col_layout: gl.constexpr = gl.SliceLayout(0, mma)
+
+    # The query rows of this KV head in float16, each scaled by a power of two so its
+    # largest |value| lies in [1, 2) (exact for bf16 values; bf16's range cannot overflow).
+    g = gl.arange(0, ROWS, layout=gl.SliceLayout(1, q_layout))
+    d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, q_layout))
+    q = gl.load(q_ptr + seq * stride_qb + (kv_head * GROUP + g)[:, None] * stride_qh + d[None, :],
+                mask=(g < GROUP)[:, None], other=0.0).to(gl.float32)
+    top = gl.max(gl.abs(q), axis=1)
+    e = ((top.to(gl.int32, bitcast=True) >> 23) & 0xFF) - 127
+    e = gl.minimum(gl.maximum(e, -126), 126)
+    q_scale = ((e + 127) << 23).to(gl.float32, bitcast=True)                 # 2**e
+    q16 = (q * ((127 - e) << 23).to(gl.float32, bitcast=True)[:, None]).to(gl.float16)
+    q_op = gl.convert_layout(_k_order(q16), a_layout)
+    row_scale = gl.convert_layout(qk_scale * q_scale, row_layout)
+    zeros_s = gl.zeros([ROWS, TILE], gl.float32, mma)
+
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, row_layout)
+    l_i = gl.zeros([ROWS], gl.float32, row_layout)
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, mma)
+    f_prev = 1.0
+    words = cache_ptr.to(gl.pointer_type(gl.int32), bitcast=True)         # strides are in words
+    k_base = words + kv_head * stride_ch
+    v_base = k_base + stride_ckv
+    table = tables_ptr + seq * stride_tb
+    scale_base = scales_ptr + kv_head * stride_sh
+    k_words, v_words, k_scale, v_scale = _load_tile(k_base, v_base, scale_base, table, start, end, stride_cb,
+                                                    stride_cs, stride_sb, stride_ss, stride_skv, BLOCK_SIZE,
+                                                    k_layout, v_layout, col_layout)
+    for tile in range(start, end, TILE):
+        # The next tile's loads go out before this tile's arithmetic (packed words: 64 registers).
+        k_next, v_next, ks_next, vs_next = _load_tile(k_base, v_base, scale_base, table, tile + TILE, end, stride_cb,
+                                                      stride_cs, stride_sb, stride_ss, stride_skv, BLOCK_SIZE,
+                                                      k_layout, v_layout, col_layout)
+        k16 = gl.reshape(_e4m3x4_to_f16(k_words), [TILE, HEAD_DIM])
+        kt = gl.convert_layout(gl.permute(_k_order(k16), [1, 0]), b_layout, assert_trivial=True)
+        s = mma_v2(q_op, kt, zeros_s)
+
+        live = tile + gl.arange(0, TILE, layout=col_layout) < end
+        s = s * row_scale[:, None] * k_scale[None, :]
+        s = gl.where(live[None, :], s, float("-inf"))
+        m_new = gl.maximum(m_i, gl.max(s, axis=1))
+        alpha = gl.exp2(m_i - m_new)
+        p = gl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + gl.sum(p, axis=1)
+        m_i = m_new
+
+        # P's columns carry the V scales, over the tile's largest (p * scale stays in [0, 1],
+        # clear of float16's subnormals); the accumulator is kept in units of that largest.
+        v_top = gl.max(v_scale, axis=0)
+        p = p * (v_scale * (1.0 / v_top))[None, :]
+        p_op = gl.convert_layout(p.to(gl.float16), a_layout, assert_trivial=True)
+        v16 = gl.reshape(gl.permute(gl.reshape(_e4m3x4_to_f16(v_words), [TILE, 8, 16]), [0, 2, 1]), [TILE, HEAD_DIM])
+        acc = acc * (alpha * (f_prev / v_top))[:, None]
+        acc = mma_v2(p_op, gl.convert_layout(v16, b_layout, assert_trivial=True), acc)
+        f_prev = v_top
+        k_words = k_next
+        v_words = v_next
+        k_scale = ks_next
+        v_scale = vs_next
+
+    # Head-dim order back to memory order (column nu holds d = 16 * (nu % 8) + nu // 8).
+    o = acc * f_prev
+    o = gl.reshape(gl.permute(gl.reshape(o, [ROWS, 16, 8]), [0, 2, 1]), [ROWS, HEAD_DIM])
+    o = gl.convert_layout(o, q_layout)
+    p_off = seq * stride_pb + (kv_head * GROUP + g) * stride_ph + split * stride_ps
+    gl.store(part_acc_ptr + p_off.to(gl.int64)[:, None] * HEAD_DIM + d[None, :], o, mask=(g < GROUP)[:, None])
+    gl.store(part_m_ptr + p_off, gl.convert_layout(m_i, gl.SliceLayout(1, q_layout)), mask=g < GROUP)
+    gl.store(part_l_ptr + p_off, gl.convert_layout(l_i, gl.SliceLayout(1, q_layout)), mask=g < GROUP)
+
+
+def decode_fp8_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor, block_tables: torch.Tensor,
+                   context_lens: torch.Tensor, scale: float, max_context_len: int, num_splits: int,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """paged_decode's result over an e4m3 cache through this kernel and the Triton reduce
+    (arguments as paged_decode takes them; checked only for what this kernel assumes)."""
+    num_seqs, num_heads, head_dim = query.shape
+    num_blocks, two, block_size, num_kv_heads, cache_dim = kv_cache.shape
+    group = num_heads // num_kv_heads
+    if kv_cache.dtype != torch.float8_e4m3fn or query.dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"decode_fp8_mma takes an e4m3 cache and bf16/fp16 queries, not {kv_cache.dtype} / "
+                         f"{query.dtype}")
+    if head_dim != HEAD_DIM or cache_dim != HEAD_DIM or num_heads % num_kv_heads or group > ROWS:
+        raise ValueError(f"decode_fp8_mma takes head_dim {HEAD_DIM} and a GQA group <= {ROWS}, not head_dim "
+                         f"{head_dim} with {num_heads}/{num_kv_heads} heads")
+    cs = kv_cache.stride()
+    if cs[4] != 1 or query.stride(2) != 1 or any(x % 4 for x in cs[:4]) or kv_cache.data_ptr() % 16:
+        raise ValueError(f"decode_fp8_mma reads the cache in 4-byte words: strides {cs} must be multiples of 4")
+    if num_splits < 1:
+        raise ValueError(f"num_splits must be >= 1, not {num_splits}")
+    split_len = -(-max(-(-max_context_len // num_splits), 1) // TILE) * TILE
+    rows = num_seqs * num_heads * num_splits
+    part_acc = torch.empty((rows, HEAD_DIM), dtype=torch.float32, device=query.device)
+    part_m = torch.empty(rows, dtype=torch.float32, device=query.device)
+    part_l = torch.empty(rows, dtype=torch.float32, device=query.device)
+    if out is None:
+        out = torch.empty_like(query)
+    p_strides = (num_heads * num_splits, num_splits, 1)
+    ss = kv_scales.stride()
+    decode_fp8_mma_kernel[(num_seqs, num_kv_heads, num_splits)](
+        query, kv_cache, kv_scales, block_tables, context_lens, part_acc, part_m, part_l,
+        scale * LOG2E, split_len, query.stride(0), query.stride(1), *(x // 4 for x in cs[:4]), *ss,
+        block_tables.stride(0), *p_strides, GROUP=group, BLOCK_SIZE=block_size, num_warps=1)
+    decode_reduce_kernel[(num_seqs, num_heads, 1)](
+        out, part_acc, part_m, part_l, context_lens, split_len, num_splits, out.stride(0), out.stride(1), *p_strides,
+        HEAD_DIM=HEAD_DIM, HEAD_DIM_PAD=HEAD_DIM, CHUNK=max(2, next_pow2(num_splits)), INTERPRET=False, PDL=False,
+        num_warps=4)
+    return out
