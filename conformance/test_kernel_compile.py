@@ -103,12 +103,12 @@ def main() -> None:
         _compile(_index_facts_kernel, dict(tables_ptr="*i32", lens_ptr="*i32", qsl_ptr="*i32", facts_ptr="*i64"),
                  dict(HAS_QSL=has_qsl, ROWS=_ROWS, COLS=_COLS))
     _compile_prefill_sm90()
-    _compile_decode_fp8_mma()
+    _compile_decode_quant_mma()
     print("compiled")
 
 
-def _compile_decode_fp8_mma() -> None:
-    """The register-only fp8 decode (kernels/decode_fp8_mma.py): its layout permutations
+def _compile_decode_quant_mma() -> None:
+    """The register-only fp8/int8 decode (kernels/decode_quant_mma.py): its layout permutations
     compile as free (assert_trivial), K/V come in 16-byte loads, the bytes become
     float16 by paired converts, and nothing of K/V goes through shared memory (the
     only shared use is the query's one-time reorder and the epilogue's)."""
@@ -116,21 +116,23 @@ def _compile_decode_fp8_mma() -> None:
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    import kernels.decode_fp8_mma as fp8
-    fn = fp8.decode_fp8_mma_kernel
+    import kernels.decode_quant_mma as fp8
+    fn = fp8.decode_quant_mma_kernel
     ptrs = dict(q_ptr="*bf16", cache_ptr="*fp8e4nv", scales_ptr="*fp32", tables_ptr="*i32", lens_ptr="*i32",
                 part_acc_ptr="*fp32", part_m_ptr="*fp32", part_l_ptr="*fp32", qk_scale="fp32")
-    for group, page in ((4, 16), (16, 256), (1, 32)):
-        consts = dict(GROUP=group, BLOCK_SIZE=page)
+    for group, page, int8 in ((4, 16, False), (16, 256, False), (1, 32, True), (4, 16, True)):
+        consts = dict(GROUP=group, BLOCK_SIZE=page, IS_INT8=int8)
+        ptrs["cache_ptr"] = "*i8" if int8 else "*fp8e4nv"
         sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in fn.arg_names}
         attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in DIV16 + ("stride_tb",)
                  if n in fn.arg_names}
         kernel = triton.compile(GluonASTSource(fn, sig, constexprs=consts, attrs=attrs),
                                 target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
         ptx = kernel.asm["ptx"]
-        where = f"decode_fp8_mma group {group} page {page}"
+        where = f"decode_quant_mma {'int8' if int8 else 'fp8'} group {group} page {page}"
         assert ptx.count("ld.global.v4.b32") >= 16, f"{where}: K/V not in 16-byte loads"
-        assert "cvt.rn.f16x2.e4m3x2" in ptx and "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx, where
+        assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx, where
+        assert ("sub.f16x2" in ptx) if int8 else ("cvt.rn.f16x2.e4m3x2" in ptx), f"{where}: not the paired up-cast"
         assert "ld.global.u8" not in ptx and "ld.global.b8" not in ptx, f"{where}: byte-wise loads"
         assert kernel.metadata.shared <= 1024, f"{where}: {kernel.metadata.shared} bytes of shared memory"
 

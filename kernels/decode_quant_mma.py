@@ -1,4 +1,4 @@
-"""Decode over an fp8 (e4m3) cache with no shared memory: a Gluon kernel (sm_89+: the paired e4m3 convert).
+"""Decode over an fp8 (e4m3) or int8 cache with no shared memory: a Gluon kernel (sm_89+).
 
 The Triton decode kernel up-casts each 1-byte K/V value to float16 for its tl.dot,
 and Triton routes the 1-byte V tile through shared memory one byte at a time to
@@ -9,7 +9,9 @@ registers:
 - One warp per program (sequence, KV head, split) over 32-token tiles; the next
   tile's K/V is loaded as packed 4-byte words before this tile's arithmetic (64
   registers of prefetch; carried as bytes it would take 256 and spill).
-- Each word becomes four float16 values by two paired hardware converts; the
+- Each word becomes four float16 values, exactly: fp8 by two paired hardware
+  converts (sm_89+), int8 by placing byte + 128 under float16's exponent of 1024
+  and subtracting 1152 (one xor, two byte permutes, two paired subtracts). The
   products are float16 `mma.sync` (m16n8k16) with float32 sums, and the query is
   float16 after scaling each row by a power of two so its largest |value| lies in
   [1, 2) (exact for bf16 values): the float16 path's numbers.
@@ -28,7 +30,7 @@ registers:
   kernel (kernels/decode_kernels.py) merges them.
 
 Limits: head_dim 128, GQA group <= 16, bf16/fp16 queries, cache strides in
-whole 4-byte words. An experiment probed by bench/probe_decode_fp8_mma.py;
+whole 4-byte words. An experiment probed by bench/probe_decode_quant_mma.py;
 paged_decode does not run it yet.
 """
 from __future__ import annotations
@@ -77,9 +79,39 @@ def _e4m3x4_to_f16(words):
 
 
 @gluon.jit
+def _int8x4_to_f16(words):
+    """int32 words of 4 int8 bytes -> float16 [..., 4] in byte order, exactly: each
+    byte + 128 goes under float16's exponent of 1024 (one byte permute per pair),
+    then 1152 comes off (one paired subtract)."""
+    h0, h1, h2, h3 = gl.inline_asm_elementwise(
+        """{
+        .reg .b32 u, a, b, c;
+        xor.b32 u, $4, 0x80808080;
+        prmt.b32 a, u, 0x64646464, 0x4140;
+        prmt.b32 b, u, 0x64646464, 0x4342;
+        mov.b32 c, 0x64806480;
+        sub.f16x2 a, a, c;
+        sub.f16x2 b, b, c;
+        mov.b32 {$0, $1}, a;
+        mov.b32 {$2, $3}, b;
+        }""",
+        "=h,=h,=h,=h,r", [words], dtype=(gl.float16, gl.float16, gl.float16, gl.float16), is_pure=True, pack=1)
+    both = gl.join(gl.join(h0, h1), gl.join(h2, h3))
+    return gl.permute(both, [0, 1, 2, 4, 3])
+
+
+@gluon.jit
+def _bytes_to_f16(words, IS_INT8: gl.constexpr):
+    if IS_INT8:
+        return _int8x4_to_f16(words)
+    else:
+        return _e4m3x4_to_f16(words)
+
+
+@gluon.jit
 def _load_tile(k_base, v_base, scale_base, table, tile, end, stride_cb, stride_cs, stride_sb, stride_ss, stride_skv,
                BLOCK_SIZE: gl.constexpr, k_layout: gl.constexpr, v_layout: gl.constexpr, col_layout: gl.constexpr):
-    """K [32, 4, 8] and V [32, 8, 4] int32 words (4 e4m3 bytes each) of tokens
+    """K [32, 4, 8] and V [32, 8, 4] int32 words (4 cache bytes each) of tokens
     tile..tile+31 in memory order (strides in words), and their K and V scales in
     the layout of a score row. Tokens at or past `end` read as 0 (they may never
     have been written)."""
@@ -107,11 +139,11 @@ def _load_tile(k_base, v_base, scale_base, table, tile, end, stride_cb, stride_c
 
 
 @gluon.jit
-def decode_fp8_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
+def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
                           qk_scale, split_len,
                           stride_qb, stride_qh, stride_cb, stride_ckv, stride_cs, stride_ch,
                           stride_sb, stride_skv, stride_ss, stride_sh, stride_tb, stride_pb, stride_ph, stride_ps,
-                          GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr):
+                          GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, IS_INT8: gl.constexpr):
     """Grid (sequence, KV head, split), one warp each; partials as paged_decode's split
     pass writes them (float32 accumulator [.., 128], running max in log2 units, sum)."""
     seq = gl.program_id(0)
@@ -162,7 +194,7 @@ def decode_fp8_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, pa
         k_next, v_next, ks_next, vs_next = _load_tile(k_base, v_base, scale_base, table, tile + TILE, end, stride_cb,
                                                       stride_cs, stride_sb, stride_ss, stride_skv, BLOCK_SIZE,
                                                       k_layout, v_layout, col_layout)
-        k16 = gl.reshape(_e4m3x4_to_f16(k_words), [TILE, HEAD_DIM])
+        k16 = gl.reshape(_bytes_to_f16(k_words, IS_INT8), [TILE, HEAD_DIM])
         kt = gl.convert_layout(gl.permute(_k_order(k16), [1, 0]), b_layout, assert_trivial=True)
         s = mma_v2(q_op, kt, zeros_s)
 
@@ -180,7 +212,8 @@ def decode_fp8_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, pa
         v_top = gl.max(v_scale, axis=0)
         p = p * (v_scale * (1.0 / v_top))[None, :]
         p_op = gl.convert_layout(p.to(gl.float16), a_layout, assert_trivial=True)
-        v16 = gl.reshape(gl.permute(gl.reshape(_e4m3x4_to_f16(v_words), [TILE, 8, 16]), [0, 2, 1]), [TILE, HEAD_DIM])
+        v16 = gl.reshape(_bytes_to_f16(v_words, IS_INT8), [TILE, 8, 16])
+        v16 = gl.reshape(gl.permute(v16, [0, 2, 1]), [TILE, HEAD_DIM])
         acc = acc * (alpha * (f_prev / v_top))[:, None]
         acc = mma_v2(p_op, gl.convert_layout(v16, b_layout, assert_trivial=True), acc)
         f_prev = v_top
@@ -199,23 +232,24 @@ def decode_fp8_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, pa
     gl.store(part_l_ptr + p_off, gl.convert_layout(l_i, gl.SliceLayout(1, q_layout)), mask=g < GROUP)
 
 
-def decode_fp8_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor, block_tables: torch.Tensor,
+def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor, block_tables: torch.Tensor,
                    context_lens: torch.Tensor, scale: float, max_context_len: int, num_splits: int,
                    out: torch.Tensor | None = None) -> torch.Tensor:
-    """paged_decode's result over an e4m3 cache through this kernel and the Triton reduce
-    (arguments as paged_decode takes them; checked only for what this kernel assumes)."""
+    """paged_decode's result over an e4m3 or int8 cache through this kernel and the Triton
+    reduce (arguments as paged_decode takes them; checked only for what this kernel assumes)."""
     num_seqs, num_heads, head_dim = query.shape
     num_blocks, two, block_size, num_kv_heads, cache_dim = kv_cache.shape
     group = num_heads // num_kv_heads
-    if kv_cache.dtype != torch.float8_e4m3fn or query.dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError(f"decode_fp8_mma takes an e4m3 cache and bf16/fp16 queries, not {kv_cache.dtype} / "
-                         f"{query.dtype}")
+    if kv_cache.dtype not in (torch.float8_e4m3fn, torch.int8) or query.dtype not in (torch.bfloat16,
+                                                                                       torch.float16):
+        raise ValueError(f"decode_quant_mma takes an e4m3 or int8 cache and bf16/fp16 queries, not "
+                         f"{kv_cache.dtype} / {query.dtype}")
     if head_dim != HEAD_DIM or cache_dim != HEAD_DIM or num_heads % num_kv_heads or group > ROWS:
-        raise ValueError(f"decode_fp8_mma takes head_dim {HEAD_DIM} and a GQA group <= {ROWS}, not head_dim "
+        raise ValueError(f"decode_quant_mma takes head_dim {HEAD_DIM} and a GQA group <= {ROWS}, not head_dim "
                          f"{head_dim} with {num_heads}/{num_kv_heads} heads")
     cs = kv_cache.stride()
     if cs[4] != 1 or query.stride(2) != 1 or any(x % 4 for x in cs[:4]) or kv_cache.data_ptr() % 16:
-        raise ValueError(f"decode_fp8_mma reads the cache in 4-byte words: strides {cs} must be multiples of 4")
+        raise ValueError(f"decode_quant_mma reads the cache in 4-byte words: strides {cs} must be multiples of 4")
     if num_splits < 1:
         raise ValueError(f"num_splits must be >= 1, not {num_splits}")
     split_len = -(-max(-(-max_context_len // num_splits), 1) // TILE) * TILE
@@ -227,10 +261,11 @@ def decode_fp8_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch
         out = torch.empty_like(query)
     p_strides = (num_heads * num_splits, num_splits, 1)
     ss = kv_scales.stride()
-    decode_fp8_mma_kernel[(num_seqs, num_kv_heads, num_splits)](
+    decode_quant_mma_kernel[(num_seqs, num_kv_heads, num_splits)](
         query, kv_cache, kv_scales, block_tables, context_lens, part_acc, part_m, part_l,
         scale * LOG2E, split_len, query.stride(0), query.stride(1), *(x // 4 for x in cs[:4]), *ss,
-        block_tables.stride(0), *p_strides, GROUP=group, BLOCK_SIZE=block_size, num_warps=1)
+        block_tables.stride(0), *p_strides, GROUP=group, BLOCK_SIZE=block_size,
+        IS_INT8=kv_cache.dtype == torch.int8, num_warps=1)
     decode_reduce_kernel[(num_seqs, num_heads, 1)](
         out, part_acc, part_m, part_l, context_lens, split_len, num_splits, out.stride(0), out.stride(1), *p_strides,
         HEAD_DIM=HEAD_DIM, HEAD_DIM_PAD=HEAD_DIM, CHUNK=max(2, next_pow2(num_splits)), INTERPRET=False, PDL=False,

@@ -1,14 +1,14 @@
-"""Check the register-only fp8 decode kernel against the float64 oracle, then time it
-beside our Triton fp8 and bf16 decode.
+"""Check the register-only fp8/int8 decode kernel against the float64 oracle, then time
+it beside our Triton fp8/int8 and bf16 decode.
 
-    python3 -m bench.probe_decode_fp8_mma [--json out.json] [--no-time]
+    python3 -m bench.probe_decode_quant_mma [--json out.json] [--no-time]
 
-kernels/decode_fp8_mma.py has not run on a card before this probe: correctness
-first, on every case (GQA groups 1/4/8/16, pages 16/32/256, contexts that end
+kernels/decode_quant_mma.py has not run on a card before this probe: correctness
+first, on every case, fp8 and int8 (GQA groups 1/4/8/16, pages 16/32/256, contexts that end
 inside a tile, more splits than some contexts fill, unwritten cache slots
 poisoned with NaN), each held to the oracle on the dequantised cache at the
 fp8 decode conformance bound and beside the Triton kernel's own error. Then the
-issue's fp8 rows (B=64 L=4096 and L=16384, B=8 L=4096; 32/8/128, block 16) are
+issue's rows (fp8: B=64 L=4096 and L=16384, B=8 L=4096; int8: B=64 L=4096; 32/8/128, block 16) are
 timed like the benchmarks (CUDA graph, L2 flushed) over a sweep of split counts,
 with the eager figure of the fastest beside it. Needs a CUDA device of sm_89+.
 """
@@ -27,7 +27,7 @@ READ_CEILING_GBS = 4611.0   # H200 read stream, bench/README.md (session 9's sui
 def check_cases() -> list[dict]:
     import kernels
     from conformance.paged_cases import make_paged_kv, rel_error
-    from kernels.decode_fp8_mma import decode_fp8_mma
+    from kernels.decode_quant_mma import decode_quant_mma
     from reference import attention as ref_attn
     gen = torch.Generator().manual_seed(20261203)
     cases = [
@@ -40,12 +40,15 @@ def check_cases() -> list[dict]:
         ("G4 page16 more splits than tokens", [2, 40], 8, 2, 16, 8),
     ]
     rows = []
-    for label, lens, hq, hkv, page, splits in cases:
-        kv = make_paged_kv(gen, lens, hkv, 128, page, torch.float8_e4m3fn, "cuda")
+    for (label, lens, hq, hkv, page, splits), dtype in [(c, torch.float8_e4m3fn) for c in cases] + \
+            [(c, torch.int8) for c in cases[:3]]:
+        label = f"{'int8' if dtype == torch.int8 else 'fp8'} {label}"
+        kv = make_paged_kv(gen, lens, hkv, 128, page, dtype, "cuda")
         q = torch.randn((len(lens), hq, 128), generator=gen).to("cuda", torch.bfloat16)
         scale = 128 ** -0.5
         ref = ref_attn.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, scale, kv.kv_scales)
-        ours = decode_fp8_mma(q, kv.kv_cache, kv.kv_scales, kv.block_tables, kv.context_lens, scale, max(lens), splits)
+        ours = decode_quant_mma(q, kv.kv_cache, kv.kv_scales, kv.block_tables, kv.context_lens, scale, max(lens),
+                                splits)
         triton_out = kernels.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, scale,
                                           kv_scales=kv.kv_scales)
         torch.cuda.synchronize()
@@ -62,25 +65,27 @@ def time_rows() -> list[dict]:
     import kernels
     from bench.problems import decode_problem
     from bench.timing import L2Flush, time_gpu
-    from kernels.decode_fp8_mma import decode_fp8_mma
+    from kernels.decode_quant_mma import decode_quant_mma
     flush = L2Flush("cuda")
     rows = []
-    for batch, ctx in ((64, 4096), (64, 16384), (8, 4096)):
-        p8 = decode_problem(batch, ctx, 32, 8, 128, cache_dtype=torch.float8_e4m3fn, seed=ctx)
+    for batch, ctx, dtype in ((64, 4096, torch.float8_e4m3fn), (64, 16384, torch.float8_e4m3fn),
+                              (8, 4096, torch.float8_e4m3fn), (64, 4096, torch.int8)):
+        p8 = decode_problem(batch, ctx, 32, 8, 128, cache_dtype=dtype, seed=ctx)
         pb = decode_problem(batch, ctx, 32, 8, 128, seed=ctx)
         out = torch.empty_like(p8.query)
-        fp8_bytes = p8.kv_cache.numel() + p8.kv_scales.numel() * 4
-        row = {"problem": f"decode B={batch} L={ctx} 32/8/128 block 16", "fp8_bytes": fp8_bytes,
+        quant_bytes = p8.kv_cache.numel() + p8.kv_scales.numel() * 4
+        name = "int8" if dtype == torch.int8 else "fp8"
+        row = {"problem": f"decode {name} B={batch} L={ctx} 32/8/128 block 16", "quant_bytes": quant_bytes,
                "bf16_bytes": pb.kv_cache.numel() * 2}
         row["triton_bf16_s"] = time_gpu(lambda: kernels.paged_decode(pb.query, pb.kv_cache, pb.block_tables,
                                                                      pb.context_lens, pb.scale, out=out), flush).median
-        row["triton_fp8_s"] = time_gpu(lambda: kernels.paged_decode(p8.query, p8.kv_cache, p8.block_tables,
+        row["triton_quant_s"] = time_gpu(lambda: kernels.paged_decode(p8.query, p8.kv_cache, p8.block_tables,
                                                                     p8.context_lens, p8.scale, kv_scales=p8.kv_scales,
                                                                     out=out), flush).median
         best = None
         for splits in (1, 2, 4, 8, 16):
             def call(splits=splits):
-                return decode_fp8_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables, p8.context_lens,
+                return decode_quant_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables, p8.context_lens,
                                       p8.scale, ctx, splits, out)
             s = time_gpu(call, flush).median
             row[f"mma_splits{splits}_s"] = s
@@ -88,14 +93,14 @@ def time_rows() -> list[dict]:
                 best = splits
         row["mma_best_splits"] = best
         row["mma_s"] = row[f"mma_splits{best}_s"]
-        row["mma_eager_s"] = time_gpu(lambda: decode_fp8_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables,
+        row["mma_eager_s"] = time_gpu(lambda: decode_quant_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables,
                                                              p8.context_lens, p8.scale, ctx, best, out),
                                       flush, use_graph=False).median
         row["mma_vs_bf16"] = row["triton_bf16_s"] / row["mma_s"]
-        row["triton_fp8_vs_bf16"] = row["triton_bf16_s"] / row["triton_fp8_s"]
-        row["mma_read_fraction"] = fp8_bytes / row["mma_s"] / 1e9 / READ_CEILING_GBS
-        print(f"{row['problem']}: bf16 {row['triton_bf16_s'] * 1e6:.1f} us, Triton fp8 "
-              f"{row['triton_fp8_s'] * 1e6:.1f} ({row['triton_fp8_vs_bf16']:.2f}x), register-only fp8 "
+        row["triton_quant_vs_bf16"] = row["triton_bf16_s"] / row["triton_quant_s"]
+        row["mma_read_fraction"] = quant_bytes / row["mma_s"] / 1e9 / READ_CEILING_GBS
+        print(f"{row['problem']}: bf16 {row['triton_bf16_s'] * 1e6:.1f} us, Triton {name} "
+              f"{row['triton_quant_s'] * 1e6:.1f} ({row['triton_quant_vs_bf16']:.2f}x), register-only "
               f"{row['mma_s'] * 1e6:.1f} us at {best} splits ({row['mma_vs_bf16']:.2f}x bf16, "
               f"{row['mma_read_fraction']:.1%} of read; eager {row['mma_eager_s'] * 1e6:.1f}); splits: "
               + ", ".join(f"{s} {row[f'mma_splits{s}_s'] * 1e6:.1f}" for s in (1, 2, 4, 8, 16)), flush=True)
@@ -106,13 +111,14 @@ def time_rows() -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m bench.probe_decode_fp8_mma", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python3 -m bench.probe_decode_quant_mma", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="write the checks and timings here")
     ap.add_argument("--no-time", action="store_true", help="correctness only")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
-        print("probe_decode_fp8_mma: needs a CUDA device of sm_89 or newer (the paired e4m3 convert)", file=sys.stderr)
+        print("probe_decode_quant_mma: needs a CUDA device of sm_89 or newer (the paired e4m3 convert)",
+              file=sys.stderr)
         return 2
     result = {"device": torch.cuda.get_device_name(), "checks": check_cases()}
     failed = [r["case"] for r in result["checks"] if not r["ok"]]
