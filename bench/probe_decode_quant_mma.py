@@ -10,7 +10,7 @@ poisoned with NaN), each held to the oracle on the dequantised cache by the
 decode conformance's own bounds (conformance/kernel_support.py's assert_close),
 with the Triton kernel's error beside it. Then the
 issue's rows (fp8: B=64 L=4096 and L=16384, B=8 L=4096; int8: B=64 L=4096; 32/8/128, block 16) are
-timed like the benchmarks (CUDA graph, L2 flushed) over a sweep of split counts,
+timed like the benchmarks (CUDA graph, L2 flushed) over tiles of 16/32 tokens and 1-16 splits,
 with the eager figure of the fastest beside it. Needs a CUDA device of sm_89+.
 """
 from __future__ import annotations
@@ -48,8 +48,10 @@ def check_cases() -> list[dict]:
         q = torch.randn((len(lens), hq, 128), generator=gen).to("cuda", torch.bfloat16)
         scale = 128 ** -0.5
         ref = ref_attn.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, scale, kv.kv_scales)
+        tile = 16 if "splits3" in label or "G1" in label else 32       # both tiles on both dtypes
+        label += f" tile {tile}"
         ours = decode_quant_mma(q, kv.kv_cache, kv.kv_scales, kv.block_tables, kv.context_lens, scale, max(lens),
-                                splits)
+                                splits, tile=tile)
         triton_out = kernels.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, scale,
                                           kv_scales=kv.kv_scales)
         torch.cuda.synchronize()
@@ -87,27 +89,29 @@ def time_rows() -> list[dict]:
                                                                     p8.context_lens, p8.scale, kv_scales=p8.kv_scales,
                                                                     out=out), flush).median
         best = None
-        for splits in (1, 2, 4, 8, 16):
-            def call(splits=splits):
-                return decode_quant_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables, p8.context_lens,
-                                      p8.scale, ctx, splits, out)
-            s = time_gpu(call, flush).median
-            row[f"mma_splits{splits}_s"] = s
-            if best is None or s < row[f"mma_splits{best}_s"]:
-                best = splits
-        row["mma_best_splits"] = best
-        row["mma_s"] = row[f"mma_splits{best}_s"]
+        for tile in (16, 32):
+            for splits in (1, 2, 4, 8, 16):
+                def call(splits=splits, tile=tile):
+                    return decode_quant_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables, p8.context_lens,
+                                            p8.scale, ctx, splits, out, tile=tile)
+                key = f"mma_tile{tile}_splits{splits}_s"
+                row[key] = time_gpu(call, flush).median
+                if best is None or row[key] < row[best[2]]:
+                    best = (tile, splits, key)
+        tile, splits, key = best
+        row["mma_best"] = {"tile": tile, "splits": splits}
+        row["mma_s"] = row[key]
         row["mma_eager_s"] = time_gpu(lambda: decode_quant_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables,
-                                                             p8.context_lens, p8.scale, ctx, best, out),
+                                                               p8.context_lens, p8.scale, ctx, splits, out, tile=tile),
                                       flush, use_graph=False).median
         row["mma_vs_bf16"] = row["triton_bf16_s"] / row["mma_s"]
         row["triton_quant_vs_bf16"] = row["triton_bf16_s"] / row["triton_quant_s"]
         row["mma_read_fraction"] = quant_bytes / row["mma_s"] / 1e9 / READ_CEILING_GBS
         print(f"{row['problem']}: bf16 {row['triton_bf16_s'] * 1e6:.1f} us, Triton {name} "
               f"{row['triton_quant_s'] * 1e6:.1f} ({row['triton_quant_vs_bf16']:.2f}x), register-only "
-              f"{row['mma_s'] * 1e6:.1f} us at {best} splits ({row['mma_vs_bf16']:.2f}x bf16, "
-              f"{row['mma_read_fraction']:.1%} of read; eager {row['mma_eager_s'] * 1e6:.1f}); splits: "
-              + ", ".join(f"{s} {row[f'mma_splits{s}_s'] * 1e6:.1f}" for s in (1, 2, 4, 8, 16)), flush=True)
+              f"{row['mma_s'] * 1e6:.1f} us at tile {tile} splits {splits} ({row['mma_vs_bf16']:.2f}x bf16, "
+              f"{row['mma_read_fraction']:.1%} of read; eager {row['mma_eager_s'] * 1e6:.1f}); tile/splits: "
+              + ", ".join(f"{k[9:-2]} {v * 1e6:.1f}" for k, v in row.items() if k.startswith("mma_tile")), flush=True)
         rows.append(row)
         del p8, pb
         torch.cuda.empty_cache()

@@ -44,7 +44,7 @@ from kernels.decode_kernels import decode_reduce_kernel
 from kernels.launch import next_pow2
 from kernels.triton_compat import LOG2E
 
-TILE = gl.constexpr(32)          # tokens per step
+TILE = 32                        # tokens per step by default (16 also works: fewer registers)
 HEAD_DIM = gl.constexpr(128)
 ROWS = gl.constexpr(16)          # the mma's rows: GQA group <= 16
 
@@ -110,9 +110,10 @@ def _bytes_to_f16(words, IS_INT8: gl.constexpr):
 
 @gluon.jit
 def _load_tile(k_base, v_base, scale_base, table, tile, end, stride_cb, stride_cs, stride_sb, stride_ss, stride_skv,
-               BLOCK_SIZE: gl.constexpr, k_layout: gl.constexpr, v_layout: gl.constexpr, col_layout: gl.constexpr):
-    """K [32, 4, 8] and V [32, 8, 4] int32 words (4 cache bytes each) of tokens
-    tile..tile+31 in memory order (strides in words), and their K and V scales in
+               BLOCK_SIZE: gl.constexpr, TILE: gl.constexpr, k_layout: gl.constexpr, v_layout: gl.constexpr,
+               col_layout: gl.constexpr):
+    """K [TILE, 4, 8] and V [TILE, 8, 4] int32 words (4 cache bytes each) of tokens
+    tile..tile+TILE-1 in memory order (strides in words), and their K and V scales in
     the layout of a score row. Tokens at or past `end` read as 0 (they may never
     have been written)."""
     kt = tile + gl.arange(0, TILE, layout=gl.SliceLayout(1, gl.SliceLayout(2, k_layout)))
@@ -143,7 +144,8 @@ def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, 
                           qk_scale, split_len,
                           stride_qb, stride_qh, stride_cb, stride_ckv, stride_cs, stride_ch,
                           stride_sb, stride_skv, stride_ss, stride_sh, stride_tb, stride_pb, stride_ph, stride_ps,
-                          GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, IS_INT8: gl.constexpr):
+                          GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, IS_INT8: gl.constexpr,
+                          TILE: gl.constexpr):
     """Grid (sequence, KV head, split), one warp each; partials as paged_decode's split
     pass writes them (float32 accumulator [.., 128], running max in log2 units, sum)."""
     seq = gl.program_id(0)
@@ -188,12 +190,12 @@ def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, 
     scale_base = scales_ptr + kv_head * stride_sh
     k_words, v_words, k_scale, v_scale = _load_tile(k_base, v_base, scale_base, table, start, end, stride_cb,
                                                     stride_cs, stride_sb, stride_ss, stride_skv, BLOCK_SIZE,
-                                                    k_layout, v_layout, col_layout)
+                                                    TILE, k_layout, v_layout, col_layout)
     for tile in range(start, end, TILE):
         # The next tile's loads go out before this tile's arithmetic (packed words: 64 registers).
         k_next, v_next, ks_next, vs_next = _load_tile(k_base, v_base, scale_base, table, tile + TILE, end, stride_cb,
                                                       stride_cs, stride_sb, stride_ss, stride_skv, BLOCK_SIZE,
-                                                      k_layout, v_layout, col_layout)
+                                                      TILE, k_layout, v_layout, col_layout)
         k16 = gl.reshape(_bytes_to_f16(k_words, IS_INT8), [TILE, HEAD_DIM])
         kt = gl.convert_layout(gl.permute(_k_order(k16), [1, 0]), b_layout, assert_trivial=True)
         s = mma_v2(q_op, kt, zeros_s)
@@ -234,7 +236,7 @@ def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, 
 
 def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor, block_tables: torch.Tensor,
                    context_lens: torch.Tensor, scale: float, max_context_len: int, num_splits: int,
-                   out: torch.Tensor | None = None) -> torch.Tensor:
+                   out: torch.Tensor | None = None, tile: int = TILE) -> torch.Tensor:
     """paged_decode's result over an e4m3 or int8 cache through this kernel and the Triton
     reduce (arguments as paged_decode takes them; checked only for what this kernel assumes)."""
     num_seqs, num_heads, head_dim = query.shape
@@ -250,9 +252,9 @@ def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: tor
     cs = kv_cache.stride()
     if cs[4] != 1 or query.stride(2) != 1 or any(x % 4 for x in cs[:4]) or kv_cache.data_ptr() % 16:
         raise ValueError(f"decode_quant_mma reads the cache in 4-byte words: strides {cs} must be multiples of 4")
-    if num_splits < 1:
-        raise ValueError(f"num_splits must be >= 1, not {num_splits}")
-    split_len = -(-max(-(-max_context_len // num_splits), 1) // TILE) * TILE
+    if num_splits < 1 or tile not in (16, 32):
+        raise ValueError(f"num_splits must be >= 1 and tile 16 or 32, not {num_splits} / {tile}")
+    split_len = -(-max(-(-max_context_len // num_splits), 1) // tile) * tile
     rows = num_seqs * num_heads * num_splits
     part_acc = torch.empty((rows, HEAD_DIM), dtype=torch.float32, device=query.device)
     part_m = torch.empty(rows, dtype=torch.float32, device=query.device)
@@ -265,7 +267,7 @@ def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: tor
         query, kv_cache, kv_scales, block_tables, context_lens, part_acc, part_m, part_l,
         scale * LOG2E, split_len, query.stride(0), query.stride(1), *(x // 4 for x in cs[:4]), *ss,
         block_tables.stride(0), *p_strides, GROUP=group, BLOCK_SIZE=block_size,
-        IS_INT8=kv_cache.dtype == torch.int8, num_warps=1)
+        IS_INT8=kv_cache.dtype == torch.int8, TILE=tile, num_warps=1)
     decode_reduce_kernel[(num_seqs, num_heads, 1)](
         out, part_acc, part_m, part_l, context_lens, split_len, num_splits, out.stride(0), out.stride(1), *p_strides,
         HEAD_DIM=HEAD_DIM, HEAD_DIM_PAD=HEAD_DIM, CHUNK=max(2, next_pow2(num_splits)), INTERPRET=False, PDL=False,
