@@ -2,10 +2,10 @@
 
     python3 -m bench.probe_prefill_sm90 [--json out.json] [--no-time] [--variants]
 
-`--variants` adds the one-partition-per-warpgroup experiment of kernels/prefill_sm90.py
-(SPLIT, with and without TURNS: paged_prefill never runs it), checked after the default
-kernel on every case and timed after it on every row; run it under `timeout`: it has
-not run on a card yet, and the conformance leaves it out until it has.
+`--variants` adds the schedules of kernels/prefill_sm90.py that paged_prefill does
+not run (one consumer partition for both warpgroups; SPLIT with TURNS), checked after
+the default kernel on every case and timed after it on every row (H200, session 11:
+the one-partition form 0.77-0.87x the default, TURNS no faster).
 
 Correctness first, on every case: full prefills, an extend, and varlen batches
 whose unwritten cache slots hold NaN (pages 16, 32 and 256; head_dim 64 and
@@ -63,11 +63,11 @@ def _run_both(query, cache, tables, qsl, lens, scale):
     return ref, out
 
 
-VARIANTS = {"gluon_split": (True, False), "gluon_split_turns": (True, True)}
+VARIANTS = {"gluon_one_partition": (False, False), "gluon_split_turns": (True, True)}
 
 
 def _variant(query, cache, tables, qsl, lens, scale, split: bool, turns: bool):
-    """The experiment's output tensor and a no-argument call writing it."""
+    """A schedule's output tensor and a no-argument call writing it."""
     from kernels.prefill_sm90 import Sm90Launch
     plan = _plan(query, cache, tables, qsl, lens, "sm90")
     out = torch.empty_like(query)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="write the checks and timings here")
     ap.add_argument("--no-time", action="store_true", help="correctness only")
-    ap.add_argument("--variants", action="store_true", help="also check and time the SPLIT / TURNS experiment")
+    ap.add_argument("--variants", action="store_true", help="also check and time the schedules paged_prefill does not run")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
         print("probe_prefill_sm90: needs an sm_90 CUDA device", file=sys.stderr)

@@ -6,7 +6,8 @@ how the tuning knobs pick a kernel, and that asking for kernel='sm90' where it
 cannot run is a ValueError with the reason. On an sm_90 device: the Gluon
 kernel, forced, against the float64 oracle (both query dtypes, head_dim 64 and
 128, pages 16-128, caches whose unwritten slots are NaN), bitwise against
-itself through a plan's replay, and "auto" choosing it.
+itself through a plan's replay, "auto" choosing it, and the schedules paged_prefill
+does not run (one consumer partition; SPLIT with TURNS) against the oracle too.
 """
 from __future__ import annotations
 
@@ -159,6 +160,27 @@ def test_sm90_is_auto_and_replays_bitwise() -> None:
     assert (first.float() - triton.float()).abs().max().item() < 0.05
 
 
+@pytest.mark.gpu
+@sm90
+@pytest.mark.parametrize("split,turns", [(False, False), (True, True)], ids=["one-partition", "split-turns"])
+@pytest.mark.parametrize("head_dim,block_size", [(64, 16), (128, 32)])
+def test_sm90_other_schedules_match_oracle(split: bool, turns: bool, head_dim: int, block_size: int) -> None:
+    """The schedules paged_prefill does not run (kept for bench/probe_prefill_sm90.py's
+    --variants) still hold to the oracle, on the same NaN-poisoned batches."""
+    from kernels.prefill_sm90 import Sm90Launch
+    p = fixed_batch(head_dim, block_size, (32, 8), torch.bfloat16, "auto", sizes().max_prefix + 5)
+    case = build_case(head_dim * 3 + block_size, p)
+    kv = case.kv
+    num_blocks, _, page, _, _ = kv.kv_cache.shape
+    plan = plan_prefill(case.query_start_loc, kv.context_lens, kv.block_tables, case.query.shape[0], num_blocks,
+                        page, head_dim, case.query.dtype, True, block_m=128, kernel="sm90")
+    out = torch.full_like(case.query, float("nan"))
+    launch = Sm90Launch(case.query, kv.kv_cache, kv.block_tables, out, case.scale, plan.tile_map.shape[1],
+                        split=split, turns=turns)
+    launch(case.query, kv.kv_cache, kv.block_tables, case.query_start_loc, kv.context_lens, out, plan.tile_map)
+    assert_close(out, run_oracle(case), torch.bfloat16)
+
+
 @pytest.mark.parametrize("page", [16, 256])
 def test_sm90_launch_geometry(monkeypatch, page: int) -> None:
     """What Sm90Launch hands the kernel, with the kernel replaced by a recorder (any
@@ -188,8 +210,9 @@ def test_sm90_launch_geometry(monkeypatch, page: int) -> None:
     grid, args, kw = calls[1]
     rows = min(page, sm90.BLOCK_N)
     assert grid == (3 * 16,)
-    assert kw == dict(GROUP=4, HEAD_DIM=64, PAGE=page, ROWS=rows, BLOCK_M=128, BLOCK_N=128, SPLIT=False,
-                      TURNS=False, num_warps=8)
+    # paged_prefill's schedule: one 4-warp partition per consumer warpgroup (SPLIT).
+    assert kw == dict(GROUP=4, HEAD_DIM=64, PAGE=page, ROWS=rows, BLOCK_M=128, BLOCK_N=128, SPLIT=True,
+                      TURNS=False, num_warps=4)
     q_desc, kv_desc = args[:2]
     assert args[2:7] == (out, tables, qsl, lens, tile_map)
     assert args[7:] == (0.125 * LOG2E, 3, out.stride(0), out.stride(1), tables.stride(0))

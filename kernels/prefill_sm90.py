@@ -10,10 +10,17 @@ written out:
   [16, head_dim]), into a ring of 3 K and 2 V buffers with ready/empty mbarriers.
   In a partition of its own, the copies cost the consumers no CTA barriers
   (Triton puts one before each TMA copy of a partition).
-- The consumer (two warpgroups) issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} as
-  async wgmma, waits for S_j only, runs the softmax of tile j while P_{j-1} V_{j-1}
-  is still on the tensor cores, then waits for it and rescales O
-  (FlashAttention-3's intra-warpgroup overlap).
+- Each of the two consumer warpgroups is a partition of its own with 64 of the
+  tile's 128 query rows (SPLIT): it issues S_j = Q K_j^T and O += P_{j-1} V_{j-1}
+  as async wgmma, waits for S_j only, runs the softmax of tile j while
+  P_{j-1} V_{j-1} is still on the tensor cores, then waits for it and rescales O
+  (FlashAttention-3's intra-warpgroup overlap), and releases each K/V buffer by
+  its own arrival (a buffer is free after both). Apart, the two never meet at a
+  barrier: in one partition (SPLIT off) every mbarrier wait and arrive was a
+  barrier of all 256 consumer threads in Triton 3.6's lowering (46 % of stalls
+  in ncu), and it ran 0.77-0.87x as fast on the H200 (bench/README.md).
+  TURNS (off) makes the two alternate their multiplies (FA3's ping-pong): no
+  faster there.
 - Tiles wholly below the causal diagonal take no mask. The tile that crosses the
   end of the context may hold slots no write filled (any bits, NaN included):
   its scores are masked and its V rows past the context are zeroed in shared
@@ -89,8 +96,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
               WG: gl.constexpr, TURNS: gl.constexpr):
     """Scores, online softmax and P·V of BLOCK_M query rows over the tiles the producer
     delivers, releasing each K buffer once its scores are in and each V buffer once
-    its P·V is. Both warpgroups in one partition (the default), or one warpgroup of
-    two (SPLIT, WG 0 or 1: 64 rows each); with TURNS the two take turns issuing their
+    its P·V is. One warpgroup of two (SPLIT, paged_prefill's: WG 0 or 1, 64 rows
+    each), or both warpgroups in one partition (SPLIT off); with TURNS the two take turns issuing their
     matrix multiplies (FA3's ping-pong: one's softmax under the other's GEMMs)."""
     dtype: gl.constexpr = q_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
@@ -230,9 +237,8 @@ def _prefill_sm90_kernel(q_desc, kv_desc, out_ptr, bt_ptr, qsl_ptr, ctx_ptr, til
     last_page = (ctx - 1) // PAGE
     col = (head // GROUP) * HEAD_DIM
     if SPLIT:
-        # An experiment (bench/probe_prefill_sm90.py times it; paged_prefill does not run it):
-        # one partition per warpgroup, 64 query rows each, so each releases buffers and
-        # waits on its own, and with TURNS they alternate their multiplies.
+        # paged_prefill's schedule: one partition per warpgroup, 64 query rows each, so
+        # each waits and releases buffers on its own (with TURNS they alternate multiplies).
         HALF: gl.constexpr = BLOCK_M // 2
         gl.warp_specialize(
             [(_consumer, (q_smem.slice(0, HALF), k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty, turns,
@@ -269,10 +275,10 @@ class Sm90Launch:
     __slots__ = ("grid", "scalars", "consts", "q_layout", "kv_layout", "q_block", "kv_block", "q_cols",
                  "kv_rows", "kv_cols", "device", "kern")
 
-    def __init__(self, query, kv_cache, block_tables, out, scale: float, max_tiles: int, split: bool = False,
+    def __init__(self, query, kv_cache, block_tables, out, scale: float, max_tiles: int, split: bool = True,
                  turns: bool = False) -> None:
-        """`split` / `turns`: the one-partition-per-warpgroup experiment (see the kernel);
-        paged_prefill passes neither."""
+        """`split` / `turns`: the kernel's schedule (see the kernel); paged_prefill runs the
+        defaults, the fastest on the H200; the others stay for the probe and the conformance."""
         _, num_heads, head_dim = query.shape
         num_blocks, _, page, num_kv_heads, _ = kv_cache.shape
         gdtype = gl.bfloat16 if query.dtype == torch.bfloat16 else gl.float16
