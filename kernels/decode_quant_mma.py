@@ -45,8 +45,10 @@ from kernels.launch import next_pow2
 from kernels.triton_compat import LOG2E
 
 TILE = 32                        # tokens per step by default (16 also works: fewer registers)
-HEAD_DIM = gl.constexpr(128)
-ROWS = gl.constexpr(16)          # the mma's rows: GQA group <= 16
+MAX_GROUP = 16                   # the mma's rows: GQA group <= 16
+DIM = 128                        # the one head_dim it takes
+HEAD_DIM = gl.constexpr(DIM)     # the kernels' names for them
+ROWS = gl.constexpr(MAX_GROUP)
 
 
 @gluon.jit
@@ -246,8 +248,8 @@ def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: tor
                                                                                        torch.float16):
         raise ValueError(f"decode_quant_mma takes an e4m3 or int8 cache and bf16/fp16 queries, not "
                          f"{kv_cache.dtype} / {query.dtype}")
-    if head_dim != HEAD_DIM or cache_dim != HEAD_DIM or num_heads % num_kv_heads or group > ROWS:
-        raise ValueError(f"decode_quant_mma takes head_dim {HEAD_DIM} and a GQA group <= {ROWS}, not head_dim "
+    if head_dim != DIM or cache_dim != DIM or num_heads % num_kv_heads or group > MAX_GROUP:
+        raise ValueError(f"decode_quant_mma takes head_dim {DIM} and a GQA group <= {MAX_GROUP}, not head_dim "
                          f"{head_dim} with {num_heads}/{num_kv_heads} heads")
     cs = kv_cache.stride()
     if cs[4] != 1 or query.stride(2) != 1 or any(x % 4 for x in cs[:4]) or kv_cache.data_ptr() % 16:
@@ -256,7 +258,7 @@ def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: tor
         raise ValueError(f"num_splits must be >= 1 and tile 16 or 32, not {num_splits} / {tile}")
     split_len = -(-max(-(-max_context_len // num_splits), 1) // tile) * tile
     rows = num_seqs * num_heads * num_splits
-    part_acc = torch.empty((rows, HEAD_DIM), dtype=torch.float32, device=query.device)
+    part_acc = torch.empty((rows, DIM), dtype=torch.float32, device=query.device)
     part_m = torch.empty(rows, dtype=torch.float32, device=query.device)
     part_l = torch.empty(rows, dtype=torch.float32, device=query.device)
     if out is None:
@@ -270,6 +272,6 @@ def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: tor
         IS_INT8=kv_cache.dtype == torch.int8, TILE=tile, num_warps=1)
     decode_reduce_kernel[(num_seqs, num_heads, 1)](
         out, part_acc, part_m, part_l, context_lens, split_len, num_splits, out.stride(0), out.stride(1), *p_strides,
-        HEAD_DIM=HEAD_DIM, HEAD_DIM_PAD=HEAD_DIM, CHUNK=max(2, next_pow2(num_splits)), INTERPRET=False, PDL=False,
+        HEAD_DIM=DIM, HEAD_DIM_PAD=DIM, CHUNK=max(2, next_pow2(num_splits)), INTERPRET=False, PDL=False,
         num_warps=4)
     return out
