@@ -10,7 +10,7 @@ poisoned with NaN), each held to the oracle on the dequantised cache by the
 decode conformance's own bounds (conformance/kernel_support.py's assert_close),
 with the Triton kernel's error beside it. Then the
 issue's rows (fp8: B=64 L=4096 and L=16384, B=8 L=4096; int8: B=64 L=4096; 32/8/128, block 16) are
-timed like the benchmarks (CUDA graph, L2 flushed) over tiles of 16/32 tokens and 1-16 splits,
+timed like the benchmarks (CUDA graph, L2 flushed) over its schedules (tile, prefetch depth) and 1-16 splits,
 with the eager figure of the fastest beside it. Needs a CUDA device of sm_89+.
 """
 from __future__ import annotations
@@ -48,10 +48,11 @@ def check_cases() -> list[dict]:
         q = torch.randn((len(lens), hq, 128), generator=gen).to("cuda", torch.bfloat16)
         scale = 128 ** -0.5
         ref = ref_attn.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, scale, kv.kv_scales)
-        tile = 16 if "splits3" in label or "G1" in label else 32       # both tiles on both dtypes
-        label += f" tile {tile}"
+        tile = 16 if "splits3" in label or "G1" in label or "page256" in label else 32   # every schedule
+        depth = 2 if "G1" in label or "page256" in label else 1          # both on tiles of 16
+        label += f" tile {tile} depth {depth}"
         ours = decode_quant_mma(q, kv.kv_cache, kv.kv_scales, kv.block_tables, kv.context_lens, scale, max(lens),
-                                splits, tile=tile)
+                                splits, tile=tile, depth=depth)
         triton_out = kernels.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, scale,
                                           kv_scales=kv.kv_scales)
         torch.cuda.synchronize()
@@ -71,7 +72,7 @@ def time_rows() -> list[dict]:
     from bench.ours import decode_call
     from bench.problems import decode_problem
     from bench.timing import L2Flush, time_gpu
-    from kernels.decode_quant_mma import decode_quant_mma
+    from kernels.decode_quant_mma import SCHEDULES, decode_quant_mma
     flush = L2Flush("cuda")
     rows = []
     for batch, ctx, dtype in ((64, 4096, torch.float8_e4m3fn), (64, 16384, torch.float8_e4m3fn),
@@ -88,29 +89,31 @@ def time_rows() -> list[dict]:
         row["triton_bf16_s"] = time_gpu(decode_call(pb, out), flush).median
         row["triton_quant_s"] = time_gpu(decode_call(p8, out), flush).median
         best = None
-        for tile in (16, 32):
+        for tile, depth in SCHEDULES:
             for splits in (1, 2, 4, 8, 16):
-                def call(splits=splits, tile=tile):
+                def call(splits=splits, tile=tile, depth=depth):
                     return decode_quant_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables, p8.context_lens,
-                                            p8.scale, ctx, splits, out, tile=tile)
-                key = f"mma_tile{tile}_splits{splits}_s"
+                                            p8.scale, ctx, splits, out, tile=tile, depth=depth)
+                key = f"mma_tile{tile}_depth{depth}_splits{splits}_s"
                 row[key] = time_gpu(call, flush).median
-                if best is None or row[key] < row[best[2]]:
-                    best = (tile, splits, key)
-        tile, splits, key = best
-        row["mma_best"] = {"tile": tile, "splits": splits}
+                if best is None or row[key] < row[best[3]]:
+                    best = (tile, depth, splits, key)
+        tile, depth, splits, key = best
+        row["mma_best"] = {"tile": tile, "depth": depth, "splits": splits}
         row["mma_s"] = row[key]
         row["mma_eager_s"] = time_gpu(lambda: decode_quant_mma(p8.query, p8.kv_cache, p8.kv_scales, p8.block_tables,
-                                                               p8.context_lens, p8.scale, ctx, splits, out, tile=tile),
+                                                               p8.context_lens, p8.scale, ctx, splits, out, tile=tile,
+                                                               depth=depth),
                                       flush, use_graph=False).median
         row["mma_vs_bf16"] = row["triton_bf16_s"] / row["mma_s"]
         row["triton_quant_vs_bf16"] = row["triton_bf16_s"] / row["triton_quant_s"]
         row["mma_read_fraction"] = quant_bytes / row["mma_s"] / 1e9 / READ_CEILING_GBS
         print(f"{row['problem']}: bf16 {row['triton_bf16_s'] * 1e6:.1f} us, Triton {name} "
               f"{row['triton_quant_s'] * 1e6:.1f} ({row['triton_quant_vs_bf16']:.2f}x), register-only "
-              f"{row['mma_s'] * 1e6:.1f} us at tile {tile} splits {splits} ({row['mma_vs_bf16']:.2f}x bf16, "
+              f"{row['mma_s'] * 1e6:.1f} us at tile {tile} depth {depth} splits {splits} "
+              f"({row['mma_vs_bf16']:.2f}x bf16, "
               f"{row['mma_read_fraction']:.1%} of read; eager {row['mma_eager_s'] * 1e6:.1f}); tile/splits: "
-              + ", ".join(f"{k[9:-2]} {v * 1e6:.1f}" for k, v in row.items() if k.startswith("mma_tile")), flush=True)
+              + ", ".join(f"{k[8:-2]} {v * 1e6:.1f}" for k, v in row.items() if k.startswith("mma_tile")), flush=True)
         rows.append(row)
         del p8, pb
         torch.cuda.empty_cache()

@@ -120,8 +120,9 @@ def _compile_decode_quant_mma() -> None:
     fn = fp8.decode_quant_mma_kernel
     ptrs = dict(q_ptr="*bf16", cache_ptr="*fp8e4nv", scales_ptr="*fp32", tables_ptr="*i32", lens_ptr="*i32",
                 part_acc_ptr="*fp32", part_m_ptr="*fp32", part_l_ptr="*fp32", qk_scale="fp32")
-    for group, page, int8, tile in ((4, 16, False, 32), (16, 256, False, 16), (1, 32, True, 32), (4, 16, True, 16)):
-        consts = dict(GROUP=group, BLOCK_SIZE=page, IS_INT8=int8, TILE=tile)
+    for group, page, int8, tile, depth in ((4, 16, False, 32, 1), (16, 256, False, 16, 2), (1, 32, True, 32, 1),
+                                           (4, 16, True, 16, 2), (8, 16, False, 16, 1)):
+        consts = dict(GROUP=group, BLOCK_SIZE=page, IS_INT8=int8, TILE=tile, DEPTH=depth)
         ptrs["cache_ptr"] = "*i8" if int8 else "*fp8e4nv"
         sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in fn.arg_names}
         attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in DIV16 + ("stride_tb",)
@@ -129,7 +130,7 @@ def _compile_decode_quant_mma() -> None:
         kernel = triton.compile(GluonASTSource(fn, sig, constexprs=consts, attrs=attrs),
                                 target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
         ptx = kernel.asm["ptx"]
-        where = f"decode_quant_mma {'int8' if int8 else 'fp8'} group {group} page {page} tile {tile}"
+        where = f"decode_quant_mma {'int8' if int8 else 'fp8'} group {group} page {page} tile {tile} depth {depth}"
         assert ptx.count("ld.global.v4.b32") >= tile // 2, f"{where}: K/V not in 16-byte loads"
         assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx, where
         assert ("sub.f16x2" in ptx) if int8 else ("cvt.rn.f16x2.e4m3x2" in ptx), f"{where}: not the paired up-cast"

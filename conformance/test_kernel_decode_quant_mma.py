@@ -1,7 +1,7 @@
 """The register-only quantised decode (kernels/decode_quant_mma.py, not yet routed by
 paged_decode): on any machine, what it refuses and how it says so; on an sm_89+ GPU,
 its result against the float64 oracle on the dequantised cache (fp8 and int8, GQA
-groups 1-16, pages 16-256, tiles of 16 and 32 tokens, more splits than short
+groups 1-16, pages 16-256, every (tile, prefetch depth) schedule, more splits than short
 contexts fill, unwritten cache slots NaN) by the decode conformance's own bounds."""
 from __future__ import annotations
 
@@ -26,16 +26,17 @@ def _inputs(cache_dtype=torch.float8_e4m3fn, heads=(8, 2), head_dim=128, device=
     (dict(head_dim=64), "head_dim 128"),
     (dict(heads=(64, 2)), "GQA group <= 16"),
     (dict(num_splits=0), "num_splits must be >= 1"),
-    (dict(tile=8), "tile 16 or 32"),
+    (dict(tile=8), r"\(tile, depth\) one of"),
+    (dict(tile=32, depth=2), r"\(tile, depth\) one of"),
 ])
 def test_refusals_name_the_problem(change: dict, message: str) -> None:
-    call = {k: change.pop(k) for k in ("num_splits", "tile") if k in change}
+    call = {k: change.pop(k) for k in ("num_splits", "tile", "depth") if k in change}
     q, kv = _inputs(**change)
     if change.get("cache_dtype") == torch.bfloat16:
         kv.kv_scales = torch.ones(kv.kv_cache.shape[:4])
     with pytest.raises(ValueError, match=message):
         quant_mma.decode_quant_mma(q, kv.kv_cache, kv.kv_scales, kv.block_tables, kv.context_lens, 0.1, 40,
-                                   call.get("num_splits", 2), tile=call.get("tile", 32))
+                                   call.get("num_splits", 2), tile=call.get("tile", 32), depth=call.get("depth", 1))
 
 
 def test_refuses_a_cache_not_in_whole_words() -> None:
@@ -53,20 +54,20 @@ def _sm89() -> bool:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _sm89(), reason="needs an sm_89+ GPU (the paired e4m3 convert)")
 @pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.int8], ids=["fp8", "int8"])
-@pytest.mark.parametrize("lens,heads,page,splits,tile", [
-    ([1, 37, 300, 1000], (8, 2), 16, 1, 32),
-    ([1, 37, 300, 1000], (8, 2), 16, 3, 16),
-    ([33, 64, 65, 511], (32, 4), 32, 2, 32),
-    ([5, 129, 700], (8, 8), 16, 4, 16),
-    ([257, 1500], (32, 2), 256, 2, 16),
-    ([2, 40], (8, 2), 16, 8, 32),
+@pytest.mark.parametrize("lens,heads,page,splits,tile,depth", [
+    ([1, 37, 300, 1000], (8, 2), 16, 1, 32, 1),
+    ([1, 37, 300, 1000], (8, 2), 16, 3, 16, 1),
+    ([33, 64, 65, 511], (32, 4), 32, 2, 32, 1),
+    ([5, 129, 700], (8, 8), 16, 4, 16, 2),
+    ([257, 1500], (32, 2), 256, 2, 16, 2),
+    ([2, 40], (8, 2), 16, 8, 32, 1),
 ])
-def test_matches_oracle(cache_dtype, lens, heads, page, splits, tile) -> None:
+def test_matches_oracle(cache_dtype, lens, heads, page, splits, tile, depth) -> None:
     gen = torch.Generator().manual_seed(sum(lens) + page)
     kv = make_paged_kv(gen, lens, heads[1], 128, page, cache_dtype, "cuda")
     q = torch.randn((len(lens), heads[0], 128), generator=gen).to("cuda", torch.bfloat16)
     scale = 128 ** -0.5
     out = quant_mma.decode_quant_mma(q, kv.kv_cache, kv.kv_scales, kv.block_tables, kv.context_lens, scale,
-                                     max(lens), splits, tile=tile)
+                                     max(lens), splits, tile=tile, depth=depth)
     assert_close(out, oracle_decode(q, kv, scale), tolerance(torch.bfloat16),
-                 f"{cache_dtype} {lens} {heads} page {page} splits {splits} tile {tile}")
+                 f"{cache_dtype} {lens} {heads} page {page} splits {splits} tile {tile} depth {depth}")

@@ -6,9 +6,10 @@ transpose it: that, not the bytes read, bounds it (kernels/README.md, "Quantised
 caches"). Here every byte goes from a 16-byte global load to the tensor cores in
 registers:
 
-- One warp per program (sequence, KV head, split) over 32-token tiles; the next
-  tile's K/V is loaded as packed 4-byte words before this tile's arithmetic (64
-  registers of prefetch; carried as bytes it would take 256 and spill).
+- One warp per program (sequence, KV head, split) over 16- or 32-token tiles; the
+  next tile's K/V (or the next two, DEPTH 2) is loaded as packed 4-byte words before
+  this tile's arithmetic (64 registers for a 32-token tile; carried as bytes it would
+  take 256 and spill).
 - Each word becomes four float16 values, exactly: fp8 by two paired hardware
   converts (sm_89+), int8 by placing byte + 128 under float16's exponent of 1024
   and subtracting 1152 (one xor, two byte permutes, two paired subtracts). The
@@ -45,6 +46,9 @@ from kernels.launch import next_pow2
 from kernels.triton_compat import LOG2E
 
 TILE = 32                        # tokens per step by default (16 also works: fewer registers)
+# (tile, prefetch depth) pairs that fit the registers without spilling on sm_90 (192 / 255 / 235
+# registers; 32 tokens two tiles ahead spills). Depth 2 compiles but has not run on a card yet.
+SCHEDULES = ((16, 1), (32, 1), (16, 2))
 MAX_GROUP = 16                   # the mma's rows: GQA group <= 16
 DIM = 128                        # the one head_dim it takes
 HEAD_DIM = gl.constexpr(DIM)     # the kernels' names for them
@@ -142,12 +146,42 @@ def _load_tile(k_base, v_base, scale_base, table, tile, end, stride_cb, stride_c
 
 
 @gluon.jit
+def _attend_tile(q_op, k_words, v_words, k_scale, v_scale, tile, end, m_i, l_i, acc, f_prev, row_scale, zeros_s,
+                 IS_INT8: gl.constexpr, TILE: gl.constexpr, a_layout: gl.constexpr, b_layout: gl.constexpr,
+                 col_layout: gl.constexpr):
+    """One tile's scores, online softmax and P.V; returns the running max, sum,
+    accumulator and the accumulator's unit (the tile's largest V scale)."""
+    k16 = gl.reshape(_bytes_to_f16(k_words, IS_INT8), [TILE, HEAD_DIM])
+    kt = gl.convert_layout(gl.permute(_k_order(k16), [1, 0]), b_layout, assert_trivial=True)
+    s = mma_v2(q_op, kt, zeros_s)
+
+    live = tile + gl.arange(0, TILE, layout=col_layout) < end
+    s = s * row_scale[:, None] * k_scale[None, :]
+    s = gl.where(live[None, :], s, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(s, axis=1))
+    alpha = gl.exp2(m_i - m_new)
+    p = gl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + gl.sum(p, axis=1)
+
+    # P's columns carry the V scales, over the tile's largest (p * scale stays in [0, 1],
+    # clear of float16's subnormals); the accumulator is kept in units of that largest.
+    v_top = gl.max(v_scale, axis=0)
+    p = p * (v_scale * (1.0 / v_top))[None, :]
+    p_op = gl.convert_layout(p.to(gl.float16), a_layout, assert_trivial=True)
+    v16 = gl.reshape(_bytes_to_f16(v_words, IS_INT8), [TILE, 8, 16])
+    v16 = gl.reshape(gl.permute(v16, [0, 2, 1]), [TILE, HEAD_DIM])
+    acc = acc * (alpha * (f_prev / v_top))[:, None]
+    acc = mma_v2(p_op, gl.convert_layout(v16, b_layout, assert_trivial=True), acc)
+    return m_new, l_i, acc, v_top
+
+
+@gluon.jit
 def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
                           qk_scale, split_len,
                           stride_qb, stride_qh, stride_cb, stride_ckv, stride_cs, stride_ch,
                           stride_sb, stride_skv, stride_ss, stride_sh, stride_tb, stride_pb, stride_ph, stride_ps,
                           GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, IS_INT8: gl.constexpr,
-                          TILE: gl.constexpr):
+                          TILE: gl.constexpr, DEPTH: gl.constexpr):
     """Grid (sequence, KV head, split), one warp each; partials as paged_decode's split
     pass writes them (float32 accumulator [.., 128], running max in log2 units, sum)."""
     seq = gl.program_id(0)
@@ -190,41 +224,33 @@ def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, 
     v_base = k_base + stride_ckv
     table = tables_ptr + seq * stride_tb
     scale_base = scales_ptr + kv_head * stride_sh
+    # The next tiles' loads go out before this tile's arithmetic, as packed words (a tile of
+    # 32 tokens: 64 registers of K/V): DEPTH tiles ahead.
     k_words, v_words, k_scale, v_scale = _load_tile(k_base, v_base, scale_base, table, start, end, stride_cb,
                                                     stride_cs, stride_sb, stride_ss, stride_skv, BLOCK_SIZE,
                                                     TILE, k_layout, v_layout, col_layout)
-    for tile in range(start, end, TILE):
-        # The next tile's loads go out before this tile's arithmetic (packed words: 64 registers).
-        k_next, v_next, ks_next, vs_next = _load_tile(k_base, v_base, scale_base, table, tile + TILE, end, stride_cb,
-                                                      stride_cs, stride_sb, stride_ss, stride_skv, BLOCK_SIZE,
-                                                      TILE, k_layout, v_layout, col_layout)
-        k16 = gl.reshape(_bytes_to_f16(k_words, IS_INT8), [TILE, HEAD_DIM])
-        kt = gl.convert_layout(gl.permute(_k_order(k16), [1, 0]), b_layout, assert_trivial=True)
-        s = mma_v2(q_op, kt, zeros_s)
-
-        live = tile + gl.arange(0, TILE, layout=col_layout) < end
-        s = s * row_scale[:, None] * k_scale[None, :]
-        s = gl.where(live[None, :], s, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(s, axis=1))
-        alpha = gl.exp2(m_i - m_new)
-        p = gl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + gl.sum(p, axis=1)
-        m_i = m_new
-
-        # P's columns carry the V scales, over the tile's largest (p * scale stays in [0, 1],
-        # clear of float16's subnormals); the accumulator is kept in units of that largest.
-        v_top = gl.max(v_scale, axis=0)
-        p = p * (v_scale * (1.0 / v_top))[None, :]
-        p_op = gl.convert_layout(p.to(gl.float16), a_layout, assert_trivial=True)
-        v16 = gl.reshape(_bytes_to_f16(v_words, IS_INT8), [TILE, 8, 16])
-        v16 = gl.reshape(gl.permute(v16, [0, 2, 1]), [TILE, HEAD_DIM])
-        acc = acc * (alpha * (f_prev / v_top))[:, None]
-        acc = mma_v2(p_op, gl.convert_layout(v16, b_layout, assert_trivial=True), acc)
-        f_prev = v_top
-        k_words = k_next
-        v_words = v_next
-        k_scale = ks_next
-        v_scale = vs_next
+    if DEPTH == 1:
+        for tile in range(start, end, TILE):
+            k_next, v_next, ks_next, vs_next = _load_tile(k_base, v_base, scale_base, table, tile + TILE, end,
+                                                          stride_cb, stride_cs, stride_sb, stride_ss, stride_skv,
+                                                          BLOCK_SIZE, TILE, k_layout, v_layout, col_layout)
+            m_i, l_i, acc, f_prev = _attend_tile(q_op, k_words, v_words, k_scale, v_scale, tile, end, m_i, l_i,
+                                                 acc, f_prev, row_scale, zeros_s, IS_INT8, TILE, a_layout,
+                                                 b_layout, col_layout)
+            k_words, v_words, k_scale, v_scale = k_next, v_next, ks_next, vs_next
+    else:
+        k_1, v_1, ks_1, vs_1 = _load_tile(k_base, v_base, scale_base, table, start + TILE, end, stride_cb,
+                                          stride_cs, stride_sb, stride_ss, stride_skv, BLOCK_SIZE, TILE, k_layout,
+                                          v_layout, col_layout)
+        for tile in range(start, end, TILE):
+            k_2, v_2, ks_2, vs_2 = _load_tile(k_base, v_base, scale_base, table, tile + 2 * TILE, end, stride_cb,
+                                              stride_cs, stride_sb, stride_ss, stride_skv, BLOCK_SIZE, TILE,
+                                              k_layout, v_layout, col_layout)
+            m_i, l_i, acc, f_prev = _attend_tile(q_op, k_words, v_words, k_scale, v_scale, tile, end, m_i, l_i,
+                                                 acc, f_prev, row_scale, zeros_s, IS_INT8, TILE, a_layout,
+                                                 b_layout, col_layout)
+            k_words, v_words, k_scale, v_scale = k_1, v_1, ks_1, vs_1
+            k_1, v_1, ks_1, vs_1 = k_2, v_2, ks_2, vs_2
 
     # Head-dim order back to memory order (column nu holds d = 16 * (nu % 8) + nu // 8).
     o = acc * f_prev
@@ -238,7 +264,7 @@ def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, 
 
 def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor, block_tables: torch.Tensor,
                    context_lens: torch.Tensor, scale: float, max_context_len: int, num_splits: int,
-                   out: torch.Tensor | None = None, tile: int = TILE) -> torch.Tensor:
+                   out: torch.Tensor | None = None, tile: int = TILE, depth: int = 1) -> torch.Tensor:
     """paged_decode's result over an e4m3 or int8 cache through this kernel and the Triton
     reduce (arguments as paged_decode takes them; checked only for what this kernel assumes)."""
     num_seqs, num_heads, head_dim = query.shape
@@ -254,8 +280,9 @@ def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: tor
     cs = kv_cache.stride()
     if cs[4] != 1 or query.stride(2) != 1 or any(x % 4 for x in cs[:4]) or kv_cache.data_ptr() % 16:
         raise ValueError(f"decode_quant_mma reads the cache in 4-byte words: strides {cs} must be multiples of 4")
-    if num_splits < 1 or tile not in (16, 32):
-        raise ValueError(f"num_splits must be >= 1 and tile 16 or 32, not {num_splits} / {tile}")
+    if num_splits < 1 or (tile, depth) not in SCHEDULES:
+        raise ValueError(f"num_splits must be >= 1 and (tile, depth) one of {SCHEDULES}, not {num_splits} / "
+                         f"({tile}, {depth})")
     split_len = -(-max(-(-max_context_len // num_splits), 1) // tile) * tile
     rows = num_seqs * num_heads * num_splits
     part_acc = torch.empty((rows, DIM), dtype=torch.float32, device=query.device)
@@ -269,7 +296,7 @@ def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: tor
         query, kv_cache, kv_scales, block_tables, context_lens, part_acc, part_m, part_l,
         scale * LOG2E, split_len, query.stride(0), query.stride(1), *(x // 4 for x in cs[:4]), *ss,
         block_tables.stride(0), *p_strides, GROUP=group, BLOCK_SIZE=block_size,
-        IS_INT8=kv_cache.dtype == torch.int8, TILE=tile, num_warps=1)
+        IS_INT8=kv_cache.dtype == torch.int8, TILE=tile, DEPTH=depth, num_warps=1)
     decode_reduce_kernel[(num_seqs, num_heads, 1)](
         out, part_acc, part_m, part_l, context_lens, split_len, num_splits, out.stride(0), out.stride(1), *p_strides,
         HEAD_DIM=DIM, HEAD_DIM_PAD=DIM, CHUNK=max(2, next_pow2(num_splits)), INTERPRET=False, PDL=False,
