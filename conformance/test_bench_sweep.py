@@ -1,4 +1,4 @@
-"""bench/sweep_decode's command line, checked without a GPU (the sweep itself needs one)."""
+"""The command lines of bench's sweeps and kernel probes, checked without a GPU (the runs need one)."""
 from __future__ import annotations
 
 import pytest
@@ -57,3 +57,15 @@ def test_prefill_sweep_without_cuda_exits_2(capsys) -> None:
     from bench import sweep_prefill
     assert sweep_prefill.main([]) == 2
     assert "needs a CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+@pytest.mark.parametrize("probe,needs", [("probe_prefill_sm90", "needs an sm_90 CUDA device"),
+                                         ("probe_decode_quant_mma", "needs a CUDA device of sm_89 or newer")])
+def test_kernel_probes_without_cuda_exit_2(probe: str, needs: str, capsys) -> None:
+    """The two kernel probes (run on a card, their records under bench/results/h200/sweeps)
+    say what they need and exit 2 instead of failing somewhere inside."""
+    import importlib
+    module = importlib.import_module(f"bench.{probe}")
+    assert module.main(["--no-time"]) == 2
+    assert needs in capsys.readouterr().err
