@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", help="write the checks and timings here")
     ap.add_argument("--no-time", action="store_true", help="correctness only")
-    ap.add_argument("--variants", action="store_true", help="also check and time the schedules paged_prefill does not run")
+    ap.add_argument("--variants", action="store_true",
+                    help="also check and time the schedules paged_prefill does not run")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
         print("probe_prefill_sm90: needs an sm_90 CUDA device", file=sys.stderr)
