@@ -16,10 +16,11 @@ with the eager figure of the fastest beside it. Needs a CUDA device of sm_89+.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
+
+from bench.probe_run import checks_then_timings
 
 READ_CEILING_GBS = 4611.0   # H200 read stream, bench/README.md (session 9's suite run)
 
@@ -130,16 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print("probe_decode_quant_mma: needs a CUDA device of sm_89 or newer (the paired e4m3 convert)",
               file=sys.stderr)
         return 2
-    result = {"device": torch.cuda.get_device_name(), "checks": check_cases()}
-    failed = [r["case"] for r in result["checks"] if not r["ok"]]
-    if not failed and not args.no_time:
-        result["timings"] = time_rows()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    if failed:
-        print(f"{len(failed)} case(s) failed: {failed}", file=sys.stderr)
-    return 1 if failed else 0
+    return checks_then_timings(torch.cuda.get_device_name(), check_cases, time_rows, args.no_time, args.json)
 
 
 if __name__ == "__main__":

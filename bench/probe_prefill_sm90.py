@@ -17,10 +17,11 @@ and FlashInfer fa3/fa2 when installed. Needs an sm_90 device.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import torch
+
+from bench.probe_run import checks_then_timings
 
 
 def _varlen_case(shapes: list[tuple[int, int]], hq: int, hkv: int, d: int, page: int, seed: int = 0):
@@ -171,16 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0):
         print("probe_prefill_sm90: needs an sm_90 CUDA device", file=sys.stderr)
         return 2
-    result = {"device": torch.cuda.get_device_name(), "checks": check_cases(args.variants)}
-    failed = [r["case"] for r in result["checks"] if not r["ok"]]
-    if not failed and not args.no_time:
-        result["timings"] = time_rows(args.variants)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    if failed:
-        print(f"{len(failed)} case(s) failed: {failed}", file=sys.stderr)
-    return 1 if failed else 0
+    return checks_then_timings(torch.cuda.get_device_name(), lambda: check_cases(args.variants),
+                               lambda: time_rows(args.variants), args.no_time, args.json)
 
 
 if __name__ == "__main__":

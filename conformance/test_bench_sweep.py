@@ -69,3 +69,18 @@ def test_kernel_probes_without_cuda_exit_2(probe: str, needs: str, capsys) -> No
     module = importlib.import_module(f"bench.{probe}")
     assert module.main(["--no-time"]) == 2
     assert needs in capsys.readouterr().err
+
+
+def test_probes_time_only_after_every_check_passed(tmp_path) -> None:
+    import json
+
+    from bench.probe_run import checks_then_timings
+    timed: list[int] = []
+    ok = [{"case": "a", "ok": True}]
+    bad = ok + [{"case": "b", "ok": False}]
+    path = tmp_path / "probe.json"
+    assert checks_then_timings("dev", lambda: bad, lambda: timed.append(1) or [], False, str(path)) == 1
+    assert timed == [] and json.loads(path.read_text()) == {"device": "dev", "checks": bad}
+    assert checks_then_timings("dev", lambda: ok, lambda: timed.append(1) or [{"t": 1.0}], False, str(path)) == 0
+    assert timed == [1] and json.loads(path.read_text())["timings"] == [{"t": 1.0}]
+    assert checks_then_timings("dev", lambda: ok, lambda: timed.append(1) or [], True, None) == 0 and timed == [1]
