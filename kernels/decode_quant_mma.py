@@ -115,6 +115,21 @@ def _bytes_to_f16(words, IS_INT8: gl.constexpr):
 
 
 @gluon.jit
+def _load_rows(base, table, tile, end, stride_cb, stride_cs, BLOCK_SIZE: gl.constexpr, TILE: gl.constexpr,
+               CHUNKS: gl.constexpr, WORDS: gl.constexpr, layout: gl.constexpr):
+    """[TILE, CHUNKS, WORDS] int32 words of one head's K or V rows (CHUNKS x WORDS = 32
+    words = 128 bytes a token) for tokens tile..tile+TILE-1, each found through the
+    block table; tokens at or past `end` read as 0 (they may never have been written)."""
+    t = tile + gl.arange(0, TILE, layout=gl.SliceLayout(1, gl.SliceLayout(2, layout)))
+    block = gl.load(table + t // BLOCK_SIZE, mask=t < end, other=0).to(gl.int64)
+    row = block * stride_cb + (t % BLOCK_SIZE) * stride_cs
+    chunk = gl.arange(0, CHUNKS, layout=gl.SliceLayout(0, gl.SliceLayout(2, layout)))
+    word = gl.arange(0, WORDS, layout=gl.SliceLayout(0, gl.SliceLayout(1, layout)))
+    off = row[:, None, None] + (chunk[None, :, None] * WORDS + word[None, None, :])
+    return gl.load(base + off, mask=(t < end)[:, None, None], other=0)
+
+
+@gluon.jit
 def _load_tile(k_base, v_base, scale_base, table, tile, end, stride_cb, stride_cs, stride_sb, stride_ss, stride_skv,
                BLOCK_SIZE: gl.constexpr, TILE: gl.constexpr, k_layout: gl.constexpr, v_layout: gl.constexpr,
                col_layout: gl.constexpr):
@@ -122,20 +137,8 @@ def _load_tile(k_base, v_base, scale_base, table, tile, end, stride_cb, stride_c
     tile..tile+TILE-1 in memory order (strides in words), and their K and V scales in
     the layout of a score row. Tokens at or past `end` read as 0 (they may never
     have been written)."""
-    kt = tile + gl.arange(0, TILE, layout=gl.SliceLayout(1, gl.SliceLayout(2, k_layout)))
-    kb = gl.load(table + kt // BLOCK_SIZE, mask=kt < end, other=0).to(gl.int64)
-    k_row = kb * stride_cb + (kt % BLOCK_SIZE) * stride_cs
-    kdh = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(2, k_layout)))
-    kdl = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(1, k_layout)))
-    k_off = k_row[:, None, None] + (kdh[None, :, None] * 8 + kdl[None, None, :])
-    k = gl.load(k_base + k_off, mask=(kt < end)[:, None, None], other=0)
-    vt = tile + gl.arange(0, TILE, layout=gl.SliceLayout(1, gl.SliceLayout(2, v_layout)))
-    vb = gl.load(table + vt // BLOCK_SIZE, mask=vt < end, other=0).to(gl.int64)
-    v_row = vb * stride_cb + (vt % BLOCK_SIZE) * stride_cs
-    vdh = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(2, v_layout)))
-    vdl = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(1, v_layout)))
-    v_off = v_row[:, None, None] + (vdh[None, :, None] * 4 + vdl[None, None, :])
-    v = gl.load(v_base + v_off, mask=(vt < end)[:, None, None], other=0)
+    k = _load_rows(k_base, table, tile, end, stride_cb, stride_cs, BLOCK_SIZE, TILE, 4, 8, k_layout)
+    v = _load_rows(v_base, table, tile, end, stride_cb, stride_cs, BLOCK_SIZE, TILE, 8, 4, v_layout)
     tok = tile + gl.arange(0, TILE, layout=col_layout)
     live = tok < end
     blk = gl.load(table + tok // BLOCK_SIZE, mask=live, other=0).to(gl.int64)
