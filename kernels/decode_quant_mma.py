@@ -42,6 +42,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from kernels.decode_kernels import decode_reduce_kernel
+from kernels.decode_workspace import scratch_partials
 from kernels.launch import next_pow2
 from kernels.triton_compat import LOG2E
 
@@ -288,9 +289,7 @@ def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: tor
                          f"({tile}, {depth})")
     split_len = -(-max(-(-max_context_len // num_splits), 1) // tile) * tile
     rows = num_seqs * num_heads * num_splits
-    part_acc = torch.empty((rows, DIM), dtype=torch.float32, device=query.device)
-    part_m = torch.empty(rows, dtype=torch.float32, device=query.device)
-    part_l = torch.empty(rows, dtype=torch.float32, device=query.device)
+    part_m, part_l, part_acc, _ = scratch_partials(None, rows, DIM, 0, query.device)   # paged_decode's scratch
     if out is None:
         out = torch.empty_like(query)
     p_strides = (num_heads * num_splits, num_splits, 1)
