@@ -18,15 +18,18 @@ PLANS_PER_WORKSPACE = 64     # an engine's context length moves every step: one 
 class DecodePlan:
     """The launches of one call's metadata: the attention pass, the separate split-K
     reduce (or None) and the split-K scratch from the workspace they were planned
-    with (kept: it outlives a regrown workspace, which keeps outgrown buffers)."""
+    with (kept: it outlives a regrown workspace, which keeps outgrown buffers).
+    `register_only`: the attention pass is kernels/decode_quant_mma.py's, whose
+    arguments are the inputs and the partials (it never writes `out`)."""
 
-    __slots__ = ("split", "reduce", "quantized", "partials", "tickets")
+    __slots__ = ("split", "reduce", "quantized", "partials", "tickets", "register_only")
 
     def __init__(self, split: Prepared, reduce: Prepared | None, quantized: bool,
                  partials: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-                 tickets: torch.Tensor | None) -> None:
+                 tickets: torch.Tensor | None, register_only: bool = False) -> None:
         self.split, self.reduce, self.quantized = split, reduce, quantized
         self.partials, self.tickets = partials, tickets          # (acc, max, sum) in kernel order
+        self.register_only = register_only
 
     def run(self, query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor | None,
             block_tables: torch.Tensor, context_lens: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
@@ -34,8 +37,11 @@ class DecodePlan:
         (allocated like `query` when None, as the full path does)."""
         if out is None:
             out = torch.empty_like(query)
-        run_prepared(self.split, split_ptrs(query, kv_cache, kv_scales if self.quantized else None, block_tables,
-                                            context_lens, out, self.partials, self.tickets))
+        if self.register_only:
+            run_prepared(self.split, (query, kv_cache, kv_scales, block_tables, context_lens, *self.partials))
+        else:
+            run_prepared(self.split, split_ptrs(query, kv_cache, kv_scales if self.quantized else None,
+                                                block_tables, context_lens, out, self.partials, self.tickets))
         if self.reduce is not None:
             run_prepared(self.reduce, (out, *self.partials, context_lens))
         return out

@@ -31,8 +31,8 @@ registers:
   kernel (kernels/decode_kernels.py) merges them.
 
 Limits: head_dim 128, GQA group <= 16, bf16/fp16 queries, cache strides in
-whole 4-byte words. An experiment probed by bench/probe_decode_quant_mma.py;
-paged_decode does not run it yet.
+whole 4-byte words. paged_decode runs it where kernels/decode_route.py says so;
+bench/probe_decode_quant_mma.py sweeps its schedules and splits.
 """
 from __future__ import annotations
 
@@ -41,15 +41,20 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
-from kernels.decode_kernels import decode_reduce_kernel
-from kernels.decode_workspace import scratch_partials
-from kernels.launch import next_pow2
+from kernels.decode_plan import DecodePlan
+from kernels.decode_splits import MAX_GRID_Z, MAX_SPLITS
+from kernels.decode_workspace import DecodeWorkspace, scratch_partials
+from kernels.launch import Kernel, cdiv, prepare
+from kernels.paged_decode import prepare_reduce
 from kernels.triton_compat import LOG2E
 
-TILE = 16                        # tokens per step by default: the H200's best on every probed row (f2bffa0)
+TILE = 16                        # tokens per step and prefetch depth by default: the H200's best on every
+DEPTH = 2                        # probed row (bench/results/h200/probe_decode_quant_mma.json)
 # (tile, prefetch depth) pairs that fit the registers without spilling on sm_90 (192 / 255 / 235
-# registers; 32 tokens two tiles ahead spills). Depth 2 compiles but has not run on a card yet.
+# registers; 32 tokens two tiles ahead spills).
 SCHEDULES = ((16, 1), (32, 1), (16, 2))
+PROGRAMS_PER_SM = 8              # one-warp programs of 235 registers resident on an sm_90 SM (65536 / 32 / 240)
+MIN_SPLIT_TOKENS = 64            # four 16-token tiles: the prefetch has something to run ahead of
 MAX_GROUP = 16                   # the mma's rows: GQA group <= 16
 DIM = 128                        # the one head_dim it takes
 HEAD_DIM = gl.constexpr(DIM)     # the kernels' names for them
@@ -266,11 +271,57 @@ def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, 
     gl.store(part_l_ptr + p_off, gl.convert_layout(l_i, gl.SliceLayout(1, q_layout)), mask=g < GROUP)
 
 
+def quant_mma_splits(programs: int, max_context_len: int, sms: int) -> int:
+    """Splits per (sequence, KV head) for a grid of `programs` before splitting: up to
+    one wave of resident programs (PROGRAMS_PER_SM a SM), not past it, every split
+    >= MIN_SPLIT_TOKENS. The H200 probe's best split counts are this rule's (tile 16,
+    depth 2, 32/8/128): 2 at B=64 L=4096 and L=16384 (4 and 8 were 5-10 % slower,
+    1 took 1.5x as long), 16 at B=8 L=4096."""
+    slots = PROGRAMS_PER_SM * sms
+    if programs >= slots:
+        return 1
+    return max(1, min(slots // programs, MAX_SPLITS, max_context_len // MIN_SPLIT_TOKENS))
+
+
+def plan_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor,
+                   block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, out: torch.Tensor,
+                   max_context_len: int, num_splits: int | None, sms: int, workspace: DecodeWorkspace | None,
+                   pdl: bool, tile: int = TILE, depth: int = DEPTH) -> DecodePlan:
+    """The two launches (this kernel, the Triton reduce) of a paged_decode call that
+    kernels/decode_route.py gave this kernel, for checked arguments; `num_splits`
+    None: `quant_mma_splits`."""
+    num_seqs, num_heads, _ = query.shape
+    num_kv_heads = kv_cache.shape[3]
+    if num_splits is None:
+        num_splits = quant_mma_splits(num_seqs * num_kv_heads, max_context_len, sms)
+    if not 1 <= num_splits <= MAX_GRID_Z or (tile, depth) not in SCHEDULES:
+        raise ValueError(f"num_splits must be in 1..{MAX_GRID_Z} and (tile, depth) one of {SCHEDULES}, not "
+                         f"{num_splits} / ({tile}, {depth})")
+    split_len = cdiv(max(cdiv(max_context_len, num_splits), 1), tile) * tile
+    rows = num_seqs * num_heads * num_splits
+    if rows * DIM >= 2**31:
+        raise ValueError(f"num_splits {num_splits} too large: the partial results would need 64-bit offsets")
+    part_m, part_l, part_acc, _ = scratch_partials(workspace, rows, DIM, 0, query.device)
+    partials = (part_acc, part_m, part_l)
+    p_strides = (num_heads * num_splits, num_splits, 1)
+    attend = prepare(_QUANT, (num_seqs, num_kv_heads, num_splits),
+                     (query, kv_cache, kv_scales, block_tables, context_lens, *partials),
+                     (scale * LOG2E, split_len, query.stride(0), query.stride(1),
+                      *(x // 4 for x in kv_cache.stride()[:4]), *kv_scales.stride(), block_tables.stride(0),
+                      *p_strides),
+                     (num_heads // num_kv_heads, kv_cache.shape[2], kv_cache.dtype == torch.int8, tile, depth),
+                     (("num_warps", 1),))
+    merge = prepare_reduce(out, partials, context_lens, split_len, num_splits, p_strides, DIM, False, pdl)
+    return DecodePlan(attend, merge, True, partials, None, register_only=True)
+
+
 def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor, block_tables: torch.Tensor,
-                   context_lens: torch.Tensor, scale: float, max_context_len: int, num_splits: int,
-                   out: torch.Tensor | None = None, tile: int = TILE, depth: int = 1) -> torch.Tensor:
+                     context_lens: torch.Tensor, scale: float, max_context_len: int, num_splits: int,
+                     out: torch.Tensor | None = None, tile: int = TILE, depth: int = DEPTH) -> torch.Tensor:
     """paged_decode's result over an e4m3 or int8 cache through this kernel and the Triton
-    reduce (arguments as paged_decode takes them; checked only for what this kernel assumes)."""
+    reduce, on any schedule (arguments as paged_decode takes them; checked only for what
+    this kernel assumes): the probe's and the conformance's way to every schedule.
+    paged_decode routes here through `plan_quant_mma`."""
     num_seqs, num_heads, head_dim = query.shape
     num_blocks, two, block_size, num_kv_heads, cache_dim = kv_cache.shape
     group = num_heads // num_kv_heads
@@ -287,20 +338,11 @@ def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: tor
     if num_splits < 1 or (tile, depth) not in SCHEDULES:
         raise ValueError(f"num_splits must be >= 1 and (tile, depth) one of {SCHEDULES}, not {num_splits} / "
                          f"({tile}, {depth})")
-    split_len = -(-max(-(-max_context_len // num_splits), 1) // tile) * tile
-    rows = num_seqs * num_heads * num_splits
-    part_m, part_l, part_acc, _ = scratch_partials(None, rows, DIM, 0, query.device)   # paged_decode's scratch
     if out is None:
         out = torch.empty_like(query)
-    p_strides = (num_heads * num_splits, num_splits, 1)
-    ss = kv_scales.stride()
-    decode_quant_mma_kernel[(num_seqs, num_kv_heads, num_splits)](
-        query, kv_cache, kv_scales, block_tables, context_lens, part_acc, part_m, part_l,
-        scale * LOG2E, split_len, query.stride(0), query.stride(1), *(x // 4 for x in cs[:4]), *ss,
-        block_tables.stride(0), *p_strides, GROUP=group, BLOCK_SIZE=block_size,
-        IS_INT8=kv_cache.dtype == torch.int8, TILE=tile, DEPTH=depth, num_warps=1)
-    decode_reduce_kernel[(num_seqs, num_heads, 1)](
-        out, part_acc, part_m, part_l, context_lens, split_len, num_splits, out.stride(0), out.stride(1), *p_strides,
-        HEAD_DIM=DIM, HEAD_DIM_PAD=DIM, CHUNK=max(2, next_pow2(num_splits)), INTERPRET=False, PDL=False,
-        num_warps=4)
-    return out
+    plan = plan_quant_mma(query, kv_cache, kv_scales, block_tables, context_lens, scale, out, max_context_len,
+                          num_splits, 1, None, False, tile, depth)
+    return plan.run(query, kv_cache, kv_scales, block_tables, context_lens, out)
+
+
+_QUANT = Kernel(decode_quant_mma_kernel, "GROUP", "BLOCK_SIZE", "IS_INT8", "TILE", "DEPTH")

@@ -21,7 +21,8 @@ from kernels.call_key import call_key
 from kernels.decode_plan import DecodePlan, split_ptrs
 from kernels.decode_splits import MAX_SPLITS, DecodeConfig, decode_config, sm_count
 from kernels.decode_workspace import DecodeWorkspace, scratch_partials
-from kernels.launch import Kernel, next_pow2, prepare
+from kernels.decode_route import check_kernel, use_quant_mma
+from kernels.launch import Kernel, Prepared, next_pow2, prepare
 from kernels.pdl import use_pdl
 from kernels.triton_compat import LOG2E, is_interpreting
 from kernels.validation import (AttentionShape, check_attention, check_index_tensors, check_indices,
@@ -66,7 +67,7 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
                  block_n: int | None = None, num_warps: int | None = None, num_stages: int | None = None,
                  max_context_len: int | None = None, check_indices: bool = True,
                  pdl: bool | None = None, workspace: DecodeWorkspace | None = None,
-                 split_reduce: str | None = None) -> torch.Tensor:
+                 split_reduce: str | None = None, kernel: str = "auto") -> torch.Tensor:
     """Attention of query [B, Hq, D] (the last token of each sequence) over the
     paged context: kv_cache [num_blocks, 2, block_size, Hkv, D], int32
     block_tables [B, max_blocks], int32 context_lens [B]. Returns [B, Hq, D] in
@@ -87,6 +88,10 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     plans of unchecked calls with an int `max_context_len`: a repeat call whose
     tensors have the same metadata runs its plan without the checks, which ran
     when it was made (kernels/decode_plan.py).
+    `kernel` ("auto" / "triton" / "quant_mma", kernels/decode_route.py): on an
+    sm_89+ GPU "auto" decodes fp8/int8 caches of head_dim 128 with
+    kernels/decode_quant_mma.py (its own split heuristic; `num_splits` and `pdl`
+    apply to it, the Triton kernel's knobs pick the Triton kernel).
     """
     # A repeat call of the same metadata on a workspace runs its plan (kernels/decode_plan.py);
     # anything else, and the first call, takes the full path, which plans for the next.
@@ -95,11 +100,12 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     if workspace is not None and not check_indices and type(max_context_len) is int:
         key = call_key((query, kv_cache, block_tables, context_lens, kv_scales, out),
                        (scale, max_context_len, num_splits, block_n, num_warps, num_stages, pdl, split_reduce,
-                        interpreting))
+                        kernel, interpreting))
         plan = None if key is None else workspace.plans.get(key)
         if plan is not None:
             return plan.run(query, kv_cache, kv_scales, block_tables, context_lens, out)
     scale = check_scale(scale)
+    check_kernel(kernel)
     if split_reduce is not None and split_reduce not in SPLIT_REDUCES:
         raise ValueError(f"split_reduce must be one of {SPLIT_REDUCES} or None, got {split_reduce!r}")
     if split_reduce == "fused" and pdl:
@@ -111,6 +117,15 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
         return torch.empty_like(query) if out is None else out
     longest = _context_bound(block_tables, context_lens, shape, max_context_len, check_indices)
     planned_out = torch.empty_like(query) if out is None else out
+    knobs = tuple(name for name, v in (("block_n", block_n), ("num_warps", num_warps), ("num_stages", num_stages),
+                                       ("split_reduce='fused'", split_reduce == "fused" or None)) if v is not None)
+    if kernel != "triton" and use_quant_mma(kernel, query, kv_cache, knobs, interpreting):
+        from kernels.decode_quant_mma import plan_quant_mma    # Gluon: imported only where it runs
+        plan = plan_quant_mma(query, kv_cache, kv_scales, block_tables, context_lens, scale, planned_out, longest,
+                              num_splits, sm_count(query.device), workspace, use_pdl(query.device, pdl))
+        if key is not None:
+            workspace.plans.put(key, plan)
+        return plan.run(query, kv_cache, kv_scales, block_tables, context_lens, planned_out)
     cfg = decode_config(num_seqs, shape.num_kv_heads, shape.head_dim, kv_cache.element_size(), longest,
                         None if interpreting else sm_count(query.device), num_splits, block_n, num_warps, num_stages)
     plan = _plan(query, kv_cache, kv_scales, block_tables, context_lens, scale, planned_out, cfg, shape,
@@ -163,9 +178,18 @@ def _plan(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor |
         (("num_warps", cfg.num_warps), ("num_stages", cfg.num_stages)))
     reduce_launch = None
     if split and not fused:
-        reduce_launch = prepare(
-            _REDUCE, (num_seqs, num_heads, 1),
-            (out, *partials, context_lens), (cfg.split_len, splits, o_strides[0], o_strides[1], *p_strides),
-            (head_dim, head_dim_pad, min(next_pow2(splits), MAX_SPLITS), interpreting, pdl),
-            (("num_warps", 4 if head_dim_pad >= 128 else 2),) + ((("launch_pdl", True),) if pdl else ()))
+        reduce_launch = prepare_reduce(out, partials, context_lens, cfg.split_len, splits, p_strides, head_dim,
+                                       interpreting, pdl)
     return DecodePlan(split_launch, reduce_launch, quant, partials, tickets)
+
+
+def prepare_reduce(out: torch.Tensor, partials: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                   context_lens: torch.Tensor, split_len: int, splits: int, p_strides: tuple[int, int, int],
+                   head_dim: int, interpreting: bool, pdl: bool) -> Prepared:
+    """The separate split-K reduce launch over `partials` (accumulator, max, sum) into `out`."""
+    head_dim_pad = max(16, next_pow2(head_dim))
+    return prepare(
+        _REDUCE, (out.shape[0], out.shape[1], 1),
+        (out, *partials, context_lens), (split_len, splits, out.stride(0), out.stride(1), *p_strides),
+        (head_dim, head_dim_pad, min(next_pow2(splits), MAX_SPLITS), interpreting, pdl),
+        (("num_warps", 4 if head_dim_pad >= 128 else 2),) + ((("launch_pdl", True),) if pdl else ()))
