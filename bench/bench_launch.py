@@ -71,13 +71,15 @@ def synced(fn: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
-def _decode_calls(batch: int, context: int) -> dict[str, Callable[[], object]]:
-    p = decode_problem(batch, context, 32, 8, 128, device="cuda", seed=batch + context)
+def _decode_calls(batch: int, context: int,
+                  cache_dtype: torch.dtype = torch.bfloat16) -> dict[str, Callable[[], object]]:
+    """`cache_dtype` fp8: the quantised route (on sm_89+ the register-only kernel and the reduce)."""
+    p = decode_problem(batch, context, 32, 8, 128, cache_dtype=cache_dtype, device="cuda", seed=batch + context)
     out = torch.empty_like(p.query)
     workspace = kernels.DecodeWorkspace()
 
     def args() -> tuple:
-        return p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale
+        return p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale, p.kv_scales
     return {
         "checked": lambda: kernels.paged_decode(*args(), out=out),
         "unchecked": lambda: kernels.paged_decode(*args(), out=out, check_indices=False, max_context_len=p.context),
@@ -113,6 +115,7 @@ CASES = {
     "decode-B64-L4096": lambda: _decode_calls(64, 4096),
     "decode-B8-L4096": lambda: _decode_calls(8, 4096),
     "decode-B64-L256": lambda: _decode_calls(64, 256),
+    "decode-fp8-B64-L4096": lambda: _decode_calls(64, 4096, torch.float8_e4m3fn),
     "prefill-B4-L1024": lambda: _prefill_calls(4, 1024),
     "prefill-B4-L1024-triton": lambda: _prefill_calls(4, 1024, "triton"),
     "write_kv-T64": lambda: _write_calls(64),

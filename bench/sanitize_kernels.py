@@ -13,6 +13,7 @@ Exit status 0 when every check passed, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from typing import Callable
 
@@ -34,9 +35,11 @@ def check_decode(device: str, gen: torch.Generator, cache: str) -> float:
         kv = make_paged_kv(gen, lens, hkv, d, 16, DTYPES[cache], device, num_blocks=128)
         q = torch.randn((len(lens), hq, d), generator=gen).to(device, torch.bfloat16)
         ref = ref_attn.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, d ** -0.5, kv.kv_scales)
-        for splits in (None, 4):  # the heuristic's choice, and split-K forced
+        # fp8/int8 at head_dim 128: "auto" is the register-only kernel on sm_89+, so the Triton one too
+        routes = ("auto", "triton") if kv.kv_scales is not None and d == 128 else ("auto",)
+        for splits, kernel in itertools.product((None, 4), routes):  # the heuristic's split, and forced
             out = kernels.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, d ** -0.5,
-                                       kv_scales=kv.kv_scales, num_splits=splits)
+                                       kv_scales=kv.kv_scales, num_splits=splits, kernel=kernel)
             worst = max(worst, rel_error(out, ref))
     return worst
 
