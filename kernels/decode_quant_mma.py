@@ -49,7 +49,7 @@ from kernels.paged_decode import prepare_reduce
 from kernels.triton_compat import LOG2E
 
 TILE = 16                        # tokens per step and prefetch depth by default: the H200's best on every
-DEPTH = 2                        # probed row (bench/results/h200/probe_decode_quant_mma.json)
+DEPTH = 2                        # probed row (bench/results/h200/sweeps/s12_probe_quant_mma_379b92a.json)
 # (tile, prefetch depth) pairs that fit the registers without spilling on sm_90 (192 / 255 / 235
 # registers; 32 tokens two tiles ahead spills).
 SCHEDULES = ((16, 1), (32, 1), (16, 2))
