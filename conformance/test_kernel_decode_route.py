@@ -11,14 +11,19 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conformance.kernel_support import assert_close, assert_guard_intact, oracle_decode, poisoned_like, tolerance
+from conformance.kernel_support import (assert_close, assert_guard_intact, oracle_decode, poisoned_like, size_plan,
+                                        tolerance)
 from conformance.paged_cases import make_paged_kv, rel_error
 from kernels import decode_route, paged_decode
 from kernels.decode_workspace import DecodeWorkspace
+from kernels.triton_compat import is_interpreting
+
+DEVICE = size_plan().device        # the interpreter's CPU in CI, the GPU where there is one
+interpreter_only = pytest.mark.skipif(not is_interpreting(), reason="the interpreter's route (CPU runs)")
 
 
 def _case(lens=(5, 40), heads=(8, 2), head_dim=128, page=16, cache_dtype=torch.float8_e4m3fn,
-          query_dtype=torch.bfloat16, device="cpu", seed=3):
+          query_dtype=torch.bfloat16, device=DEVICE, seed=3):
     gen = torch.Generator().manual_seed(seed)
     kv = make_paged_kv(gen, list(lens), heads[1], head_dim, page, cache_dtype, device)
     q = torch.randn((len(lens), heads[0], head_dim), generator=gen).to(device, query_dtype)
@@ -36,14 +41,14 @@ def test_unknown_kernel_is_refused() -> None:
 
 
 @pytest.mark.parametrize("change,kw,message", [
-    ({}, {}, "the Triton interpreter runs Triton kernels only"),
+    pytest.param({}, {}, "the Triton interpreter runs Triton kernels only", marks=interpreter_only),
     (dict(cache_dtype=torch.bfloat16), {}, "it decodes fp8/int8 caches"),
     ({}, dict(block_n=16), "block_n tune the Triton kernel"),
     ({}, dict(num_warps=2, split_reduce="fused"), r"num_warps, split_reduce='fused' tune the Triton kernel"),
 ])
 def test_quant_mma_refusals_name_the_problem(change: dict, kw: dict, message: str) -> None:
     """kernel='quant_mma' where it cannot run is a ValueError with the reason, never
-    the Triton kernel in its place (on CPU the interpreter is the first reason)."""
+    the Triton kernel in its place (under the interpreter that is the first reason)."""
     q, kv = _case(**change)
     with pytest.raises(ValueError, match=f"kernel='quant_mma' cannot run this call: {message}"):
         _decode(q, kv, kernel="quant_mma", **kw)
@@ -75,7 +80,7 @@ class _Like:
 def test_refusal_reasons_on_a_gpu(monkeypatch, change: dict, capability: tuple, ptr: int, message: str) -> None:
     """The route's answer for a CUDA device of each capability, as the GPU sees it."""
     monkeypatch.setattr(decode_route, "capability", lambda index: capability)
-    q, kv = _case(**change)
+    q, kv = _case(**change, device="cpu")
     cuda = torch.device("cuda", 0)
     why = decode_route.quant_mma_refusal(_Like(q, cuda), _Like(kv.kv_cache, cuda, ptr), (), False)
     if message is None:
@@ -87,6 +92,7 @@ def test_refusal_reasons_on_a_gpu(monkeypatch, change: dict, capability: tuple, 
         assert not decode_route.use_quant_mma("auto", _Like(q, cuda), _Like(kv.kv_cache, cuda, ptr), (), False)
 
 
+@interpreter_only
 def test_auto_on_the_interpreter_runs_the_triton_kernel() -> None:
     """fp8 under TRITON_INTERPRET=1 (CI): "auto" is the Triton kernel, and it is right."""
     q, kv = _case(lens=(3, 19))
