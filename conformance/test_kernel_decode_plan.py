@@ -45,7 +45,7 @@ def _unchecked(case: Case, workspace: DecodeWorkspace | None, out: torch.Tensor 
 def _key(case: Case, out: torch.Tensor | None, query: torch.Tensor | None = None, **options: object) -> tuple:
     kv = case.kv
     opts = dict(scale=case.scale, max_context_len=40, num_splits=None, block_n=None, num_warps=None,
-                num_stages=None, pdl=None, split_reduce=None, interpreting=False) | options
+                num_stages=None, pdl=None, split_reduce=None, kernel="auto", interpreting=False) | options
     return call_key((case.query if query is None else query, kv.kv_cache, kv.block_tables, kv.context_lens,
                      kv.kv_scales, out), tuple(opts.values()))
 

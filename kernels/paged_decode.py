@@ -90,8 +90,9 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     when it was made (kernels/decode_plan.py).
     `kernel` ("auto" / "triton" / "quant_mma", kernels/decode_route.py): on an
     sm_89+ GPU "auto" decodes fp8/int8 caches of head_dim 128 with
-    kernels/decode_quant_mma.py (its own split heuristic; `num_splits` and `pdl`
-    apply to it, the Triton kernel's knobs pick the Triton kernel).
+    kernels/decode_quant_mma.py (its own split heuristic; `num_splits` applies
+    to it, and `pdl` only when True: its attention pass signals no early launch,
+    so PDL would only cost host time; the Triton kernel's knobs pick the Triton kernel).
     """
     # A repeat call of the same metadata on a workspace runs its plan (kernels/decode_plan.py);
     # anything else, and the first call, takes the full path, which plans for the next.
@@ -122,7 +123,8 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     if kernel != "triton" and use_quant_mma(kernel, query, kv_cache, knobs, interpreting):
         from kernels.decode_quant_mma import plan_quant_mma    # Gluon: imported only where it runs
         plan = plan_quant_mma(query, kv_cache, kv_scales, block_tables, context_lens, scale, planned_out, longest,
-                              num_splits, sm_count(query.device), workspace, use_pdl(query.device, pdl))
+                              num_splits, sm_count(query.device), workspace,
+                              bool(pdl) and use_pdl(query.device, pdl))
         if key is not None:
             workspace.plans.put(key, plan)
         return plan.run(query, kv_cache, kv_scales, block_tables, context_lens, planned_out)
