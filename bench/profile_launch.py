@@ -40,18 +40,21 @@ def per_call_us(fn: Callable[[], object], calls: int) -> float:
     return statistics.median(host_seconds(fn, calls=calls)) * 1e6
 
 
-def _unchecked_call(batch: int, context: int, device: str):
+def _unchecked_call(batch: int, context: int, device: str, cache_dtype: torch.dtype = torch.bfloat16):
     """The decode problem and its unchecked call (out=, workspace=), as bench_launch makes it."""
     import kernels
     from bench.problems import decode_problem
-    p = decode_problem(batch, context, 32, 8, 128, device=device, seed=1)
+    p = decode_problem(batch, context, 32, 8, 128, cache_dtype=cache_dtype, device=device, seed=1)
     out = torch.empty_like(p.query)
     workspace = kernels.DecodeWorkspace()
 
     def unchecked() -> None:
-        kernels.paged_decode(p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale, out=out,
+        kernels.paged_decode(p.query, p.kv_cache, p.block_tables, p.context_lens, p.scale, p.kv_scales, out=out,
                              check_indices=False, max_context_len=p.context, workspace=workspace)
     return p, out, unchecked
+
+
+_CACHES = {"bf16": torch.bfloat16, "fp8": torch.float8_e4m3fn, "int8": torch.int8}
 
 
 def _print_cprofile(fn: Callable[[], object], calls: int, rows: int) -> None:
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=2000, help="calls per round (default 2000)")
     ap.add_argument("--cprofile", type=int, default=20, help="cProfile rows to print (0: none; default 20)")
     ap.add_argument("--cpu", action="store_true", help="no GPU: the call's Python alone, launcher stubbed")
+    ap.add_argument("--cache", choices=sorted(_CACHES), default="bf16",
+                    help="cache dtype (default bf16; fp8/int8 take the quantised route on sm_89+)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     if args.cpu:
         return _cpu(args)
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from kernels import decode_plan
     from kernels import launch as launch_mod
     from kernels.validation import check_attention, check_index_tensors
-    p, out, unchecked = _unchecked_call(args.batch, args.context, "cuda")
+    p, out, unchecked = _unchecked_call(args.batch, args.context, "cuda", _CACHES[args.cache])
 
     recorded: list[tuple] = []                  # (Prepared, ptrs) of each launch of one call
     real_run = decode_plan.run_prepared
@@ -132,12 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         "decode split kernel, kernels.launch.run_prepared (a plan's launch)": lambda: real_run(prepared, ptrs),
         "specialisation key (arg_classes)": lambda: launch_mod.arg_classes(kernel, ptrs, scalars),
         "current stream (torch)": lambda: torch.cuda.current_stream().cuda_stream,
-        "check_attention": lambda: check_attention("paged_decode", p.query, p.kv_cache, None, out, False),
+        "check_attention": lambda: check_attention("paged_decode", p.query, p.kv_cache, p.kv_scales, out, False),
         "check_index_tensors": lambda: check_index_tensors(p.block_tables, p.context_lens, args.batch,
                                                            p.query.device),
         f"paged_decode unchecked ({len(recorded)} launch(es))": unchecked,
     }
-    print(f"profile_launch: {torch.cuda.get_device_name()}, B={args.batch} L={args.context} 32/8/128 bf16, "
+    print(f"profile_launch: {torch.cuda.get_device_name()}, B={args.batch} L={args.context} 32/8/128, "
+          f"{args.cache} cache, "
           f"triton {triton.__version__}, torch {torch.__version__}")
     for name, fn in rows.items():
         print(f"  {per_call_us(fn, args.calls):8.2f} us  {name}")

@@ -11,6 +11,8 @@ does not run (one consumer partition; SPLIT with TURNS) against the oracle too.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -226,3 +228,77 @@ def test_sm90_launch_geometry(monkeypatch, page: int) -> None:
         assert torch.equal(view[row, kv_head * 64:(kv_head + 1) * 64], cache[block, kv, slot, kv_head])
     q_view = query.as_strided(tuple(q_desc.shape), tuple(q_desc.strides))
     assert torch.equal(q_view[123, 5 * 64:6 * 64], query[123, 5])
+
+    # The compiled path (forced here: no GPU) hands the launcher LaunchDescriptors with every
+    # field of the JIT path's TensorDescriptors, and the same other arguments.
+    launched = []
+    monkeypatch.setattr(sm90.launch, "jit_modes_off", lambda: True)
+    monkeypatch.setattr(sm90.launch, "current_device", lambda: 0)
+    monkeypatch.setattr(sm90, "compiled_sm90", lambda *key: "kernel")
+    monkeypatch.setattr(sm90.launch, "run_compiled", lambda *a: launched.append(a))
+    launch.device = 0
+    launch(query, cache, tables, qsl, lens, out, tile_map)
+    (kern, c_grid, device, c_args, c_scalars, c_consts), = launched
+    assert (kern, c_grid, device, c_scalars) == ("kernel", (3 * 16, 1, 1), 0, args[7:])
+    assert c_consts == tuple(kw.values())[:-1] + (4,) and c_args[2:] == args[2:7]
+    for view, real in zip(c_args[:2], (q_desc, kv_desc)):
+        assert type(view) is sm90.LaunchDescriptor
+        assert view.base is real.base
+        for field in dataclasses.fields(real)[1:]:
+            assert getattr(view, field.name) == getattr(real, field.name), field.name
+
+
+def test_descriptor_specialisation_ignores_shape_strides_and_base() -> None:
+    """compiled_sm90 compiles with descriptors over small stand-in tensors. That is the
+    call's own kernel only while Triton keys a descriptor on its dtype, block shape and
+    layout alone: held here against Triton's own specialiser (any machine), over
+    descriptors that differ in everything else a call can change."""
+    gluon_hopper = pytest.importorskip("triton.experimental.gluon.nvidia.hopper")
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend
+    from triton.experimental.gluon import language as gl
+    keys = set()
+    for dtype, gdtype in ((torch.bfloat16, gl.bfloat16), (torch.float16, gl.float16)):
+        layout = gl.NVMMASharedLayout.get_default_for([16, 128], gdtype)
+        per_dtype = set()
+        for rows, cols, offset in ((16, 128, 0), (4097, 1024, 0), (300, 2048, 8 * 128), (6 * 2 * 16, 512, 0)):
+            flat = torch.empty(offset + rows * cols, dtype=dtype)
+            desc = gluon_hopper.TensorDescriptor(flat[offset:].view(rows, cols), [rows, cols], [cols, 1], [16, 128],
+                                                 layout)
+            per_dtype.add(native_specialize_impl(BaseBackend, desc, False, True, True)[0])
+        assert len(per_dtype) == 1, per_dtype
+        keys |= per_dtype
+    assert len(keys) == 2                       # the dtype is in the key
+
+
+@pytest.mark.gpu
+@sm90
+def test_compiled_sm90_is_the_jit_kernel() -> None:
+    """The kernel Sm90Launch runs from its first call (compiled_sm90, stand-in
+    arguments) is the one the Gluon JIT compiles for the call's own arguments, and
+    both launches give the same bits."""
+    import kernels.prefill_sm90 as sm90
+    p = fixed_batch(128, 16, (32, 8), torch.bfloat16, "auto", 600)
+    case = build_case(7, p)
+    kv = case.kv
+    num_blocks, _, page, _, head_dim = kv.kv_cache.shape
+    plan = plan_prefill(case.query_start_loc, kv.context_lens, kv.block_tables, case.query.shape[0], num_blocks,
+                        page, head_dim, case.query.dtype, True, block_m=128, kernel="sm90")
+    launch = sm90.Sm90Launch(case.query, kv.kv_cache, kv.block_tables, case.query, case.scale,
+                             plan.tile_map.shape[1])
+    ours = torch.full_like(case.query, float("nan"))
+    launch(case.query, kv.kv_cache, kv.block_tables, case.query_start_loc, kv.context_lens, ours, plan.tile_map)
+    assert launch.kern is not None, "the compiled path did not run"
+    jit_out = torch.full_like(case.query, float("nan"))
+    group, dim, pg, rows, block_m, block_n, split, turns, num_warps = launch.consts
+    descs = [sm90.TensorDescriptor(case.query, [case.query.shape[0], launch.q_cols], [case.query.stride(0), 1],
+                                   list(launch.q_block), launch.q_layout),
+             sm90.TensorDescriptor(kv.kv_cache, [launch.kv_rows, launch.kv_cols], [kv.kv_cache.stride(2), 1],
+                                   list(launch.kv_block), launch.kv_layout)]
+    handle = sm90._prefill_sm90_kernel[launch.grid[:1]](
+        *descs, jit_out, kv.block_tables, case.query_start_loc, kv.context_lens, plan.tile_map, *launch.scalars,
+        GROUP=group, HEAD_DIM=dim, PAGE=pg, ROWS=rows, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split, TURNS=turns,
+        num_warps=num_warps)
+    assert handle.hash == launch.kern.handle.hash
+    assert torch.equal(ours, jit_out)
+    assert_close(ours, run_oracle(case), torch.bfloat16)

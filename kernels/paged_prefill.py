@@ -22,7 +22,7 @@ import triton.language as tl
 
 from kernels.call_key import call_key
 from kernels.launch import Kernel, Prepared, next_pow2, prepare, run_prepared
-from kernels.prefill_plan import LAUNCHES_PER_PLAN, PrefillPlan, plan_prefill
+from kernels.prefill_plan import LAUNCHES_PER_PLAN, PrefillPlan, plan_checked
 from kernels.prefill_route import use_sm90
 from kernels.triton_compat import LOG2E, dot_operand, is_interpreting, to_output
 from kernels.validation import check_attention, check_index_tensors, check_query_start_loc, check_scale
@@ -203,7 +203,7 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
     if out is None:
         out = torch.empty_like(query)
     if plan is None:
-        plan = plan_prefill(query_start_loc, context_lens, block_tables, num_tokens, shape.num_blocks,
+        plan = plan_checked(query_start_loc, context_lens, block_tables, num_seqs, num_tokens, shape.num_blocks,
                             shape.block_size, shape.head_dim, query.dtype, device.type == "cuda" and not interpreting,
                             **tuning)
     else:

@@ -44,6 +44,15 @@ def plan_prefill(query_start_loc: torch.Tensor, context_lens: torch.Tensor, bloc
     device = context_lens.device if isinstance(context_lens, torch.Tensor) else torch.device("cpu")
     num_seqs = check_index_tensors(block_tables, context_lens, None, device)
     query_start_loc = check_query_start_loc(query_start_loc, num_seqs, device)
+    return plan_checked(query_start_loc, context_lens, block_tables, num_seqs, num_tokens, num_blocks, block_size,
+                        head_dim, query_dtype, on_gpu, **overrides)
+
+
+def plan_checked(query_start_loc: torch.Tensor, context_lens: torch.Tensor, block_tables: torch.Tensor,
+                 num_seqs: int, num_tokens: int, num_blocks: int, block_size: int, head_dim: int,
+                 query_dtype: torch.dtype, on_gpu: bool, **overrides: int | str | None) -> PrefillPlan:
+    """`plan_prefill` for index tensors that already passed `check_index_tensors` and
+    `check_query_start_loc` (paged_prefill's checked path: it ran them itself)."""
     facts = check_indices(block_tables, context_lens, num_blocks, block_size, query_start_loc, num_tokens)
     config = prefill_config(head_dim, query_dtype, on_gpu, facts.max_query_len, facts.longest, **overrides)
     tile_map = build_tile_map(query_start_loc, context_lens, num_tokens, config.block_m)
