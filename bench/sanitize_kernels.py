@@ -37,7 +37,9 @@ def check_decode(device: str, gen: torch.Generator, cache: str) -> float:
         ref = ref_attn.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, d ** -0.5, kv.kv_scales)
         # fp8/int8 at head_dim 128: "auto" is the register-only kernel on sm_89+, so the Triton one too
         routes = ("auto", "triton") if kv.kv_scales is not None and d == 128 else ("auto",)
-        for splits, kernel in itertools.product((None, 4), routes):  # the heuristic's split, and forced
+        # The heuristic's split and a forced 4 (the register-only kernel: its many splits go to the
+        # reduce kernel, 4 merge in-kernel on atomic tickets)
+        for splits, kernel in itertools.product((None, 4), routes):
             out = kernels.paged_decode(q, kv.kv_cache, kv.block_tables, kv.context_lens, d ** -0.5,
                                        kv_scales=kv.kv_scales, num_splits=splits, kernel=kernel)
             worst = max(worst, rel_error(out, ref))

@@ -119,10 +119,12 @@ def _compile_decode_quant_mma() -> None:
     import kernels.decode_quant_mma as fp8
     fn = fp8.decode_quant_mma_kernel
     ptrs = dict(q_ptr="*bf16", cache_ptr="*fp8e4nv", scales_ptr="*fp32", tables_ptr="*i32", lens_ptr="*i32",
-                part_acc_ptr="*fp32", part_m_ptr="*fp32", part_l_ptr="*fp32", qk_scale="fp32")
-    for group, page, int8, tile, depth in ((4, 16, False, 32, 1), (16, 256, False, 16, 2), (1, 32, True, 32, 1),
-                                           (4, 16, True, 16, 2), (8, 16, False, 16, 1)):
-        consts = dict(GROUP=group, BLOCK_SIZE=page, IS_INT8=int8, TILE=tile, DEPTH=depth)
+                out_ptr="*bf16", part_acc_ptr="*fp32", part_m_ptr="*fp32", part_l_ptr="*fp32", tickets_ptr="*i32",
+                qk_scale="fp32")
+    for group, page, int8, tile, depth, fused in ((4, 16, False, 32, 1, False), (16, 256, False, 16, 2, True),
+                                                  (1, 32, True, 32, 1, True), (4, 16, True, 16, 2, False),
+                                                  (8, 16, False, 16, 1, True)):
+        consts = dict(GROUP=group, BLOCK_SIZE=page, IS_INT8=int8, TILE=tile, DEPTH=depth, FUSED=fused)
         ptrs["cache_ptr"] = "*i8" if int8 else "*fp8e4nv"
         sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in fn.arg_names}
         attrs = {(fn.arg_names.index(n),): [["tt.divisibility", 16]] for n in DIV16 + ("stride_tb",)
@@ -130,12 +132,16 @@ def _compile_decode_quant_mma() -> None:
         kernel = triton.compile(GluonASTSource(fn, sig, constexprs=consts, attrs=attrs),
                                 target=GPUTarget("cuda", 90, 32), options={"num_warps": 1})
         ptx = kernel.asm["ptx"]
-        where = f"decode_quant_mma {'int8' if int8 else 'fp8'} group {group} page {page} tile {tile} depth {depth}"
+        where = (f"decode_quant_mma {'int8' if int8 else 'fp8'} group {group} page {page} tile {tile} depth {depth} "
+                 f"fused {fused}")
         assert ptx.count("ld.global.v4.b32") >= tile // 2, f"{where}: K/V not in 16-byte loads"
         assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in ptx, where
         assert ("sub.f16x2" in ptx) if int8 else ("cvt.rn.f16x2.e4m3x2" in ptx), f"{where}: not the paired up-cast"
         assert "ld.global.u8" not in ptx and "ld.global.b8" not in ptx, f"{where}: byte-wise loads"
         assert kernel.metadata.shared <= 1024, f"{where}: {kernel.metadata.shared} bytes of shared memory"
+        # The in-kernel merge: fence, one acq_rel ticket, the partials re-read from L2 (not a stale L1 line).
+        merge = ("fence.acq_rel.gpu", "atom.global.gpu.acq_rel.add", "ld.global.cg", "atom.global.gpu.relaxed.exch")
+        assert all((m in ptx) == fused for m in merge), f"{where} fused={fused}: {[m in ptx for m in merge]}"
 
 
 def _compile_prefill_sm90() -> None:

@@ -153,14 +153,16 @@ def test_route_matches_oracle_and_triton(cache_dtype, lens, heads, page, query_d
 @pytest.mark.gpu
 @needs_sm89
 @pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.int8], ids=["fp8", "int8"])
-def test_route_replays_on_a_workspace_and_in_a_graph(cache_dtype) -> None:
+@pytest.mark.parametrize("splits", [None, 2], ids=["reduce-kernel", "fused-merge"])
+def test_route_replays_on_a_workspace_and_in_a_graph(cache_dtype, splits) -> None:
     """Unchecked calls on a workspace plan once and replay (new tensors of the same
-    metadata each layer), and the replay captured in a CUDA graph gives the checked result."""
+    metadata each layer), and the replay captured in a CUDA graph gives the checked result:
+    with the split rule's 33 splits (the separate reduce) and with 2 (merged in-kernel)."""
     q, kv = _case([100, 3000, 1, 777], (32, 8), 128, 16, cache_dtype, torch.bfloat16, "cuda", seed=9)
-    checked = _decode(q, kv)
+    checked = _decode(q, kv, num_splits=splits)
     ws = DecodeWorkspace()
     out = torch.empty_like(q)
-    kw = dict(out=out, workspace=ws, check_indices=False, max_context_len=3000)
+    kw = dict(out=out, workspace=ws, check_indices=False, max_context_len=3000, num_splits=splits)
     for layer in range(3):
         q_layer = q.clone()                       # a new tensor of the same metadata, as each layer passes
         _decode(q_layer, kv, **kw)

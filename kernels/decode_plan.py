@@ -20,7 +20,8 @@ class DecodePlan:
     reduce (or None) and the split-K scratch from the workspace they were planned
     with (kept: it outlives a regrown workspace, which keeps outgrown buffers).
     `register_only`: the attention pass is kernels/decode_quant_mma.py's, whose
-    arguments are the inputs and the partials (it never writes `out`)."""
+    arguments are the inputs, `out`, the partials and the tickets (`out` again
+    without them: it writes `out` only when it merges in-kernel)."""
 
     __slots__ = ("split", "reduce", "quantized", "partials", "tickets", "register_only")
 
@@ -38,7 +39,8 @@ class DecodePlan:
         if out is None:
             out = torch.empty_like(query)
         if self.register_only:
-            run_prepared(self.split, (query, kv_cache, kv_scales, block_tables, context_lens, *self.partials))
+            run_prepared(self.split, (query, kv_cache, kv_scales, block_tables, context_lens, out, *self.partials,
+                                      out if self.tickets is None else self.tickets))
         else:
             run_prepared(self.split, split_ptrs(query, kv_cache, kv_scales if self.quantized else None,
                                                 block_tables, context_lens, out, self.partials, self.tickets))

@@ -27,8 +27,10 @@ registers:
 - The K scale multiplies score columns; the V scale, over the tile's largest,
   multiplies probability columns, and the accumulator is kept in units of that
   largest (rescaled with the softmax's own correction).
-- Every program writes split partials in paged_decode's format; the Triton reduce
-  kernel (kernels/decode_kernels.py) merges them.
+- Every program writes split partials in paged_decode's format. Up to FUSED_MAX_SPLITS
+  splits, the last program of each (sequence, KV head) to finish merges them (an
+  atomic ticket, as the Triton kernel's fused merge): one launch a call. Past that,
+  or with pdl=True, the Triton reduce kernel (kernels/decode_kernels.py) merges them.
 
 Limits: head_dim 128, GQA group <= 16, bf16/fp16 queries, cache strides in
 whole 4-byte words. paged_decode runs it where kernels/decode_route.py says so;
@@ -59,6 +61,10 @@ MAX_GROUP = 16                   # the mma's rows: GQA group <= 16
 DIM = 128                        # the one head_dim it takes
 HEAD_DIM = gl.constexpr(DIM)     # the kernels' names for them
 ROWS = gl.constexpr(MAX_GROUP)
+# The in-kernel merge (FUSED) reads its splits two at a time from one warp: past this many,
+# the separate reduce (one program per query head, every split in one pass) is faster.
+FUSED_MAX_SPLITS = 4
+_cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier        # triton 3.9 renamed it
 
 
 @gluon.jit
@@ -185,14 +191,69 @@ def _attend_tile(q_op, k_words, v_words, k_scale, v_scale, tile, end, m_i, l_i, 
 
 
 @gluon.jit
-def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
-                          qk_scale, split_len,
-                          stride_qb, stride_qh, stride_cb, stride_ckv, stride_cs, stride_ch,
-                          stride_sb, stride_skv, stride_ss, stride_sh, stride_tb, stride_pb, stride_ph, stride_ps,
-                          GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, IS_INT8: gl.constexpr,
-                          TILE: gl.constexpr, DEPTH: gl.constexpr):
+def _gpu_fence():
+    """fence.acq_rel.gpu in every thread: orders its memory accesses for the whole GPU."""
+    gl.inline_asm_elementwise("fence.acq_rel.gpu; mov.u32 $0, 0;", "=r", [], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _merge_split(m_run, l_run, acc_run, part_acc_ptr, part_m_ptr, part_l_ptr, off, live, d):
+    """Fold one split's partials at offsets `off` (rows `live`) into the running merge."""
+    m = gl.load(part_m_ptr + off, mask=live, other=float("-inf"), cache_modifier=".cg")
+    l = gl.load(part_l_ptr + off, mask=live, other=0.0, cache_modifier=".cg")
+    acc = gl.load(part_acc_ptr + off.to(gl.int64)[:, None] * HEAD_DIM + d[None, :], mask=live[:, None], other=0.0,
+                  cache_modifier=".cg")
+    m_new = gl.maximum(m_run, m)
+    m_safe = gl.where(m_new > float("-inf"), m_new, 0.0)                  # empty so far: weights 0, not NaN
+    alpha = gl.exp2(m_run - m_safe)
+    beta = gl.exp2(m - m_safe)
+    return m_new, l_run * alpha + l * beta, acc_run * alpha[:, None] + acc * beta[:, None]
+
+
+@gluon.jit
+def _merge_if_last(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, tickets_ptr, seq, kv_head, ctx, split_len,
+                   stride_ob, stride_oh, p_rows, stride_ps, g, d, GROUP: gl.constexpr, row_layout: gl.constexpr,
+                   q_layout: gl.constexpr):
+    """Called by every program after storing its partials: the last of a (sequence, KV
+    head)'s splits to arrive merges them into `out` and resets the ticket to 0 for the
+    next call (kernels/decode_kernels.py's fused merge, same ordering: each thread's
+    stores, a gpu-scope fence, a barrier, one acq_rel ticket; the merging program fences
+    again and reads the partials from L2). Splits merge in split order, two at a time
+    (both loads in flight), whoever arrives last: the result does not depend on scheduling."""
+    num_splits = gl.num_programs(2)
+    _gpu_fence()
+    _cta_barrier()
+    ticket_ptr = tickets_ptr + seq * gl.num_programs(1) + kv_head
+    ticket = gl.atomic_add(ticket_ptr, 1, sem="acq_rel", scope="gpu")
+    if ticket == num_splits - 1:
+        _gpu_fence()
+        used = gl.minimum(gl.cdiv(ctx, split_len), num_splits)
+        live = g < GROUP
+        m_run = gl.full([ROWS], float("-inf"), gl.float32, row_layout)
+        l_run = gl.zeros([ROWS], gl.float32, row_layout)
+        acc_run = gl.zeros([ROWS, HEAD_DIM], gl.float32, q_layout)
+        for first in range(0, used, 2):
+            m_run, l_run, acc_run = _merge_split(m_run, l_run, acc_run, part_acc_ptr, part_m_ptr, part_l_ptr,
+                                                 p_rows + first * stride_ps, live, d)
+            m_run, l_run, acc_run = _merge_split(m_run, l_run, acc_run, part_acc_ptr, part_m_ptr, part_l_ptr,
+                                                 p_rows + (first + 1) * stride_ps, live & (first + 1 < used), d)
+        o = acc_run / gl.where(l_run > 0, l_run, 1.0)[:, None]                  # context 0 -> zeros
+        gl.store(out_ptr + seq * stride_ob + (kv_head * GROUP + g)[:, None] * stride_oh + d[None, :],
+                 o.to(out_ptr.dtype.element_ty), mask=live[:, None])
+        gl.atomic_xchg(ticket_ptr, 0, sem="relaxed", scope="gpu")
+
+
+@gluon.jit
+def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, out_ptr, part_acc_ptr, part_m_ptr,
+                            part_l_ptr, tickets_ptr, qk_scale, split_len,
+                            stride_qb, stride_qh, stride_ob, stride_oh, stride_cb, stride_ckv, stride_cs, stride_ch,
+                            stride_sb, stride_skv, stride_ss, stride_sh, stride_tb, stride_pb, stride_ph, stride_ps,
+                            GROUP: gl.constexpr, BLOCK_SIZE: gl.constexpr, IS_INT8: gl.constexpr,
+                            TILE: gl.constexpr, DEPTH: gl.constexpr, FUSED: gl.constexpr):
     """Grid (sequence, KV head, split), one warp each; partials as paged_decode's split
-    pass writes them (float32 accumulator [.., 128], running max in log2 units, sum)."""
+    pass writes them (float32 accumulator [.., 128], running max in log2 units, sum).
+    FUSED: the last split of each (sequence, KV head) merges them into `out` (one launch);
+    else out_ptr and tickets_ptr are unused and the Triton reduce merges."""
     seq = gl.program_id(0)
     kv_head = gl.program_id(1)
     split = gl.program_id(2)
@@ -269,6 +330,10 @@ def decode_quant_mma_kernel(q_ptr, cache_ptr, scales_ptr, tables_ptr, lens_ptr, 
     gl.store(part_acc_ptr + p_off.to(gl.int64)[:, None] * HEAD_DIM + d[None, :], o, mask=(g < GROUP)[:, None])
     gl.store(part_m_ptr + p_off, gl.convert_layout(m_i, gl.SliceLayout(1, q_layout)), mask=g < GROUP)
     gl.store(part_l_ptr + p_off, gl.convert_layout(l_i, gl.SliceLayout(1, q_layout)), mask=g < GROUP)
+    if FUSED:
+        _merge_if_last(out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, tickets_ptr, seq, kv_head, ctx, split_len,
+                       stride_ob, stride_oh, seq * stride_pb + (kv_head * GROUP + g) * stride_ph, stride_ps, g, d,
+                       GROUP, gl.SliceLayout(1, q_layout), q_layout)
 
 
 def quant_mma_splits(programs: int, max_context_len: int, sms: int) -> int:
@@ -286,10 +351,11 @@ def quant_mma_splits(programs: int, max_context_len: int, sms: int) -> int:
 def plan_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor,
                    block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float, out: torch.Tensor,
                    max_context_len: int, num_splits: int | None, sms: int, workspace: DecodeWorkspace | None,
-                   pdl: bool, tile: int = TILE, depth: int = DEPTH) -> DecodePlan:
-    """The two launches (this kernel, the Triton reduce) of a paged_decode call that
-    kernels/decode_route.py gave this kernel, for checked arguments; `num_splits`
-    None: `quant_mma_splits`."""
+                   pdl: bool, tile: int = TILE, depth: int = DEPTH, fused: bool | None = None) -> DecodePlan:
+    """The launches of a paged_decode call that kernels/decode_route.py gave this
+    kernel, for checked arguments: one, merging in-kernel (`fused`), or this kernel and
+    the Triton reduce. `num_splits` None: `quant_mma_splits`; `fused` None: up to
+    FUSED_MAX_SPLITS splits and no `pdl` (pdl=True asks for the separate reduce)."""
     num_seqs, num_heads, _ = query.shape
     num_kv_heads = kv_cache.shape[3]
     if num_splits is None:
@@ -297,31 +363,40 @@ def plan_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch
     if not 1 <= num_splits <= MAX_GRID_Z or (tile, depth) not in SCHEDULES:
         raise ValueError(f"num_splits must be in 1..{MAX_GRID_Z} and (tile, depth) one of {SCHEDULES}, not "
                          f"{num_splits} / ({tile}, {depth})")
+    if fused is None:
+        fused = num_splits <= FUSED_MAX_SPLITS and not pdl
+    elif fused and pdl:
+        raise ValueError("pdl=True launches the separate split-K reduce; it cannot go with the in-kernel merge")
     split_len = cdiv(max(cdiv(max_context_len, num_splits), 1), tile) * tile
     rows = num_seqs * num_heads * num_splits
     if rows * DIM >= 2**31:
         raise ValueError(f"num_splits {num_splits} too large: the partial results would need 64-bit offsets")
-    part_m, part_l, part_acc, _ = scratch_partials(workspace, rows, DIM, 0, query.device)
+    part_m, part_l, part_acc, tickets = scratch_partials(workspace, rows, DIM, num_seqs * num_kv_heads if fused else 0,
+                                                         query.device)
     partials = (part_acc, part_m, part_l)
     p_strides = (num_heads * num_splits, num_splits, 1)
     attend = prepare(_QUANT, (num_seqs, num_kv_heads, num_splits),
-                     (query, kv_cache, kv_scales, block_tables, context_lens, *partials),
-                     (scale * LOG2E, split_len, query.stride(0), query.stride(1),
+                     (query, kv_cache, kv_scales, block_tables, context_lens, out, *partials,
+                      out if tickets is None else tickets),
+                     (scale * LOG2E, split_len, query.stride(0), query.stride(1), out.stride(0), out.stride(1),
                       *(x // 4 for x in kv_cache.stride()[:4]), *kv_scales.stride(), block_tables.stride(0),
                       *p_strides),
-                     (num_heads // num_kv_heads, kv_cache.shape[2], kv_cache.dtype == torch.int8, tile, depth),
+                     (num_heads // num_kv_heads, kv_cache.shape[2], kv_cache.dtype == torch.int8, tile, depth, fused),
                      (("num_warps", 1),))
-    merge = prepare_reduce(out, partials, context_lens, split_len, num_splits, p_strides, DIM, False, pdl)
-    return DecodePlan(attend, merge, True, partials, None, register_only=True)
+    merge = None if fused else prepare_reduce(out, partials, context_lens, split_len, num_splits, p_strides, DIM,
+                                              False, pdl)
+    return DecodePlan(attend, merge, True, partials, tickets, register_only=True)
 
 
 def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: torch.Tensor, block_tables: torch.Tensor,
                      context_lens: torch.Tensor, scale: float, max_context_len: int, num_splits: int,
-                     out: torch.Tensor | None = None, tile: int = TILE, depth: int = DEPTH) -> torch.Tensor:
-    """paged_decode's result over an e4m3 or int8 cache through this kernel and the Triton
-    reduce, on any schedule (arguments as paged_decode takes them; checked only for what
-    this kernel assumes): the probe's and the conformance's way to every schedule.
-    paged_decode routes here through `plan_quant_mma`."""
+                     out: torch.Tensor | None = None, tile: int = TILE, depth: int = DEPTH,
+                     fused: bool | None = None) -> torch.Tensor:
+    """paged_decode's result over an e4m3 or int8 cache through this kernel (merging
+    in-kernel or with the Triton reduce, `fused` as `plan_quant_mma` takes it), on any
+    schedule (arguments as paged_decode takes them; checked only for what this kernel
+    assumes): the probe's and the conformance's way to every schedule. paged_decode
+    routes here through `plan_quant_mma`."""
     num_seqs, num_heads, head_dim = query.shape
     num_blocks, two, block_size, num_kv_heads, cache_dim = kv_cache.shape
     group = num_heads // num_kv_heads
@@ -341,8 +416,8 @@ def decode_quant_mma(query: torch.Tensor, kv_cache: torch.Tensor, kv_scales: tor
     if out is None:
         out = torch.empty_like(query)
     plan = plan_quant_mma(query, kv_cache, kv_scales, block_tables, context_lens, scale, out, max_context_len,
-                          num_splits, 1, None, False, tile, depth)
+                          num_splits, 1, None, False, tile, depth, fused)
     return plan.run(query, kv_cache, kv_scales, block_tables, context_lens, out)
 
 
-_QUANT = Kernel(decode_quant_mma_kernel, "GROUP", "BLOCK_SIZE", "IS_INT8", "TILE", "DEPTH")
+_QUANT = Kernel(decode_quant_mma_kernel, "GROUP", "BLOCK_SIZE", "IS_INT8", "TILE", "DEPTH", "FUSED")
