@@ -160,3 +160,36 @@ def test_config_heuristic() -> None:
     assert prefill_config(128, torch.bfloat16, on_gpu=True, max_query_len=1).block_m == 16
     assert prefill_config(128, torch.bfloat16, on_gpu=True, max_query_len=40).block_m == 64
     assert prefill_config(64, torch.float32, on_gpu=False).block_m == 32
+
+
+@pytest.mark.parametrize("qlens,early", [
+    ([40, 50], True),       # every possible longest query (45..90) gives the same block_m
+    ([1, 20], False),       # the longest is 11..21 by the sizes: the checks decide
+    ([1] * 8, True),        # decode rows: 1..8, block_m 16 either way
+])
+def test_checked_plan_maps_before_its_sync_when_the_sizes_decide(monkeypatch, qlens: list[int], early: bool) -> None:
+    """plan_prefill builds the tile map before the index checks' sync when the sizes
+    alone fix its block_m (then never again), else after the checks; either way the
+    map is the one built after checking, and a batch the checks refuse still raises."""
+    import kernels.prefill_plan as prefill_plan
+    from kernels.tile_map import build_tile_map, maps_on_device
+    events = []
+    real_map, real_check = prefill_plan.build_tile_map, prefill_plan.check_indices
+    monkeypatch.setattr(prefill_plan, "build_tile_map", lambda *a: events.append(("map", a[3])) or real_map(*a))
+    monkeypatch.setattr(prefill_plan, "check_indices", lambda *a: events.append(("check",)) or real_check(*a))
+    starts = [0]
+    for q in qlens:
+        starts.append(starts[-1] + q)
+    qsl = torch.tensor(starts, dtype=torch.int32, device=DEVICE)
+    lens = torch.tensor([q + 3 for q in qlens], dtype=torch.int32, device=DEVICE)
+    tables = torch.arange(len(qlens) * 8, dtype=torch.int32, device=DEVICE).view(len(qlens), 8)
+    on_gpu = DEVICE == "cuda"
+    plan = plan_prefill(qsl, lens, tables, starts[-1], 64, 16, 64, torch.bfloat16, on_gpu)
+    block_m = plan.config.block_m
+    mapped_early = early and maps_on_device(lens)
+    assert events == ([("map", block_m), ("check",)] if mapped_early else [("check",), ("map", block_m)])
+    assert torch.equal(plan.tile_map.cpu(), build_tile_map(qsl, lens, starts[-1], block_m).cpu())
+    events.clear()
+    with pytest.raises(ValueError, match="the queries must be the last tokens of the context"):
+        plan_prefill(qsl, lens - 4, tables, starts[-1], 64, 16, 64, torch.bfloat16, on_gpu)
+    assert events[-1] == ("check",), "a map was built after a refused check"

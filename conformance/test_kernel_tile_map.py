@@ -65,3 +65,24 @@ def test_tile_map_long_sequence() -> None:
 def test_tile_map_without_query_tokens(qlens: list[int]) -> None:
     """No query tokens: every program idle (the map may even be empty)."""
     _check(qlens, [5] * len(qlens), 16)
+
+
+@pytest.mark.parametrize("starts,ctx", [
+    ([0, 5000, 10], [5000, 7]),                       # a decreasing prefix sum, a query past its context
+    ([0, 2**30, 2**31 - 1], [2**30, 2**31 - 1]),      # tiles past any width (and past int32 when summed)
+    ([-2**31, 0, 3], [-5, 3]),                        # negative starts and contexts
+])
+def test_unchecked_batch_writes_only_inside_the_map(starts: list[int], ctx: list[int]) -> None:
+    """kernels/prefill_plan.py builds the map before the index checks have read the
+    batch: whatever its contents, the kernel writes inside [2, width] and nowhere else
+    (the map sits between two guard bands of a larger buffer)."""
+    from kernels.launch import launch
+    from kernels.tile_map import _COLS, _KERNEL, _ROWS
+    width, guard = 40, 64
+    buf = torch.full((2 * guard + 2 * width,), -7, dtype=torch.int32, device=DEVICE)
+    tile_map = buf[guard:guard + 2 * width]
+    qsl = torch.tensor(starts, dtype=torch.int32, device=DEVICE)
+    lens = torch.tensor(ctx, dtype=torch.int32, device=DEVICE)
+    launch(_KERNEL, (1, 1, 1), (qsl, lens, tile_map), (len(ctx), width, 16), (_ROWS, _COLS), (("num_warps", 4),))
+    rest = torch.cat([buf[:guard], buf[guard + 2 * width:]]).cpu()
+    assert torch.all(rest == -7), "the kernel wrote outside its map"

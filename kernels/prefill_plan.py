@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from kernels.prefill_config import PrefillConfig, prefill_config
-from kernels.tile_map import build_tile_map
+from kernels.tile_map import build_tile_map, maps_on_device
 from kernels.validation import check_index_tensors, check_indices, check_query_start_loc
 
 
@@ -53,7 +53,29 @@ def plan_checked(query_start_loc: torch.Tensor, context_lens: torch.Tensor, bloc
                  query_dtype: torch.dtype, on_gpu: bool, **overrides: int | str | None) -> PrefillPlan:
     """`plan_prefill` for index tensors that already passed `check_index_tensors` and
     `check_query_start_loc` (paged_prefill's checked path: it ran them itself)."""
+    early = early_block_m(num_tokens, num_seqs, head_dim, query_dtype, on_gpu, overrides)
+    # Mapped before the check's sync when the map's tile height is already known: its launch
+    # then goes out while the device still runs earlier work, not after the sync (a launch's
+    # host time there is device time lost). A batch the checks refuse just drops its map.
+    tile_map = None
+    if early is not None and maps_on_device(context_lens):
+        tile_map = build_tile_map(query_start_loc, context_lens, num_tokens, early)
     facts = check_indices(block_tables, context_lens, num_blocks, block_size, query_start_loc, num_tokens)
     config = prefill_config(head_dim, query_dtype, on_gpu, facts.max_query_len, facts.longest, **overrides)
-    tile_map = build_tile_map(query_start_loc, context_lens, num_tokens, config.block_m)
+    if tile_map is None or config.block_m != early:
+        tile_map = build_tile_map(query_start_loc, context_lens, num_tokens, config.block_m)
     return PrefillPlan(tile_map, config, num_seqs, num_tokens, facts.max_query_len)
+
+
+def early_block_m(num_tokens: int, num_seqs: int, head_dim: int, query_dtype: torch.dtype, on_gpu: bool,
+                  overrides: dict) -> int | None:
+    """The block_m `prefill_config` will choose, when the sizes alone decide it: it
+    depends on the longest query only, which lies in [ceil(T / S), T] (a valid batch),
+    and where both ends give the same block_m every value between does (block_m
+    grows with the longest query). None: the facts decide."""
+    if num_seqs == 0 or num_tokens == 0:
+        return None
+    shortest_longest = -(-num_tokens // num_seqs)
+    low = prefill_config(head_dim, query_dtype, on_gpu, shortest_longest, None, **overrides).block_m
+    high = prefill_config(head_dim, query_dtype, on_gpu, num_tokens, None, **overrides).block_m
+    return low if low == high else None

@@ -44,7 +44,9 @@ def _tile_map_kernel(qsl_ptr, ctx_ptr, map_ptr, num_seqs, max_tiles, block_m,
     live = rows < num_seqs
     ctx = tl.load(ctx_ptr + rows, mask=live, other=0)
     q_len = tl.load(qsl_ptr + rows + 1, mask=live, other=0) - tl.load(qsl_ptr + rows, mask=live, other=0)
-    tiles = tl.where(live, (tl.maximum(q_len, 0) + block_m - 1) // block_m, 0)
+    # Clamped to the map's width and every store masked to it: a batch whose checks have not
+    # run yet (kernels/prefill_plan.py builds the map before them) writes only inside the map.
+    tiles = tl.where(live, tl.minimum((tl.maximum(q_len, 0) + block_m - 1) // block_m, max_tiles), 0)
     offset = tl.zeros([ROWS], tl.int32)
     total = tl.zeros([], tl.int32)
     lane = tl.arange(0, COLS)
@@ -53,14 +55,14 @@ def _tile_map_kernel(qsl_ptr, ctx_ptr, map_ptr, num_seqs, max_tiles, block_m,
         o_live = other < num_seqs
         o_ctx = tl.load(ctx_ptr + other, mask=o_live, other=0)
         o_q = tl.load(qsl_ptr + other + 1, mask=o_live, other=0) - tl.load(qsl_ptr + other, mask=o_live, other=0)
-        o_tiles = tl.where(o_live, (tl.maximum(o_q, 0) + block_m - 1) // block_m, 0)
+        o_tiles = tl.where(o_live, tl.minimum((tl.maximum(o_q, 0) + block_m - 1) // block_m, max_tiles), 0)
         ahead = (o_ctx[None, :] > ctx[:, None]) | ((o_ctx[None, :] == ctx[:, None]) & (other[None, :] < rows[:, None]))
         offset += tl.sum(tl.where(ahead, o_tiles[None, :], 0), axis=1)
         total += tl.sum(o_tiles, axis=0)
     for k in range(0, tl.max(tiles, axis=0), COLS):
         t = k + lane
-        mine = t[None, :] < tiles[:, None]
         pos = offset[:, None] + t[None, :]
+        mine = (t[None, :] < tiles[:, None]) & (pos >= 0) & (pos < max_tiles)
         tl.store(map_ptr + pos, rows[:, None] + 0 * t[None, :], mask=mine)
         tl.store(map_ptr + max_tiles + pos, tiles[:, None] - 1 - t[None, :], mask=mine)
     # The idle tail [total, max_tiles), shared out evenly over the programs.
@@ -80,15 +82,22 @@ def max_tiles(num_tokens: int, num_seqs: int, block_m: int) -> int:
     return cdiv(num_tokens, block_m) + num_seqs
 
 
+def maps_on_device(context_lens: torch.Tensor) -> bool:
+    """Whether `build_tile_map` launches the kernel for these tensors (not `host_tile_map`)."""
+    return not (context_lens.device.type == "cpu" and _KERNEL.jit)
+
+
 def build_tile_map(query_start_loc: torch.Tensor, context_lens: torch.Tensor, num_tokens: int,
                    block_m: int) -> torch.Tensor:
-    """int32 [2, max_tiles] (sequence, tile) per program, in the order above. The
-    tensors are int32 and checked (query_start_loc a prefix sum of num_tokens, no
-    query longer than its context); on the device that holds them, no host sync.
-    Host tensors outside the interpreter are mapped on the host (`host_tile_map`)."""
+    """int32 [2, max_tiles] (sequence, tile) per program, in the order above, for
+    int32 tensors of checked shapes; on the device that holds them, no host sync.
+    It is this order when their contents are checked too (query_start_loc a prefix
+    sum of num_tokens, no query longer than its context); where `maps_on_device`,
+    unchecked contents give some map, written inside its bounds. Host tensors
+    outside the interpreter are mapped on the host (`host_tile_map`)."""
     num_seqs = context_lens.shape[0]
     width = max_tiles(num_tokens, num_seqs, block_m)
-    if context_lens.device.type == "cpu" and _KERNEL.jit:
+    if not maps_on_device(context_lens):
         return host_tile_map(query_start_loc.tolist(), context_lens.tolist(), width, block_m)
     tile_map = torch.empty((2, width), dtype=torch.int32, device=context_lens.device)
     if width == 0:
