@@ -163,7 +163,7 @@ def test_config_heuristic() -> None:
 
 
 @pytest.mark.parametrize("qlens,early", [
-    ([40, 50], True),       # every possible longest query (45..90) gives the same block_m
+    ([200, 300], True),     # every possible longest query (250..500) gives the same block_m (CPU and GPU)
     ([1, 20], False),       # the longest is 11..21 by the sizes: the checks decide
     ([1] * 8, True),        # decode rows: 1..8, block_m 16 either way
 ])
@@ -182,14 +182,14 @@ def test_checked_plan_maps_before_its_sync_when_the_sizes_decide(monkeypatch, ql
         starts.append(starts[-1] + q)
     qsl = torch.tensor(starts, dtype=torch.int32, device=DEVICE)
     lens = torch.tensor([q + 3 for q in qlens], dtype=torch.int32, device=DEVICE)
-    tables = torch.arange(len(qlens) * 8, dtype=torch.int32, device=DEVICE).view(len(qlens), 8)
+    tables = torch.arange(len(qlens) * 24, dtype=torch.int32, device=DEVICE).view(len(qlens), 24)
     on_gpu = DEVICE == "cuda"
-    plan = plan_prefill(qsl, lens, tables, starts[-1], 64, 16, 64, torch.bfloat16, on_gpu)
+    plan = plan_prefill(qsl, lens, tables, starts[-1], 64 * 24, 16, 64, torch.bfloat16, on_gpu)
     block_m = plan.config.block_m
     mapped_early = early and maps_on_device(lens)
     assert events == ([("map", block_m), ("check",)] if mapped_early else [("check",), ("map", block_m)])
     assert torch.equal(plan.tile_map.cpu(), build_tile_map(qsl, lens, starts[-1], block_m).cpu())
     events.clear()
     with pytest.raises(ValueError, match="the queries must be the last tokens of the context"):
-        plan_prefill(qsl, lens - 4, tables, starts[-1], 64, 16, 64, torch.bfloat16, on_gpu)
+        plan_prefill(qsl, lens - 4, tables, starts[-1], 64 * 24, 16, 64, torch.bfloat16, on_gpu)
     assert events[-1] == ("check",), "a map was built after a refused check"
