@@ -31,8 +31,20 @@ MODULES = [
 ]
 
 
-def _build_one(spec: tuple) -> tuple[tuple, float, str | None]:
-    """Run one tiny problem of `spec` through FlashInfer (which builds its module)."""
+def build_jobs(spec: tuple, cores: int) -> int:
+    """Compile jobs (ninja -j, FlashInfer's MAX_JOBS) for one module's build, all nine
+    building at once: an fa3 module is several large sm90 sources, the rest one or two
+    (30 jobs on 16 cores at first; the small builds are done within ~100 s). With one
+    job each (cores // 9 on the 16-core H200 machine) the two fa3 modules were still
+    building at 162 s, when the others had finished by 96 s."""
+    return max(2, cores // 2) if spec[1] == "fa3" else 2
+
+
+def _build_one(job: tuple[tuple, int]) -> tuple[tuple, float, str | None]:
+    """Run one tiny problem of `spec` through FlashInfer (which builds its module with
+    `jobs` compile jobs)."""
+    spec, jobs = job
+    os.environ["MAX_JOBS"] = str(jobs)                   # this worker process's own build
     import torch
 
     from bench.dtypes import CACHE_DTYPES
@@ -89,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.import_:
         print(f"imported {import_modules(args.import_)} prebuilt modules from {args.import_}", flush=True)
-    # Every module builds at once: share the cores between their ninja runs.
-    os.environ.setdefault("MAX_JOBS", str(max(2, (os.cpu_count() or 8) // len(MODULES))))
+    # Every module builds at once, each with its share of the cores (a MAX_JOBS of the user's stands).
+    user_jobs = os.environ.get("MAX_JOBS")
+    jobs = [(spec, int(user_jobs) if user_jobs else build_jobs(spec, os.cpu_count() or 8)) for spec in MODULES]
     t = time.perf_counter()
     failed = 0
     with mp.get_context("spawn").Pool(len(MODULES)) as pool:
-        for spec, seconds, error in pool.imap_unordered(_build_one, MODULES):
+        for spec, seconds, error in pool.imap_unordered(_build_one, jobs):
             failed += error is not None
             print(f"{'FAIL' if error else 'ok  '} {'/'.join(map(str, spec))}: {seconds:.0f} s"
                   + (f" ({error})" if error else ""), flush=True)
