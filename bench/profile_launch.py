@@ -1,6 +1,6 @@
 """Where the host time of one paged_decode call goes, piece by piece (a profiling tool).
 
-    python3 -m bench.profile_launch [--batch 64] [--context 4096] [--calls 2000] [--cprofile 20] [--cpu]
+    python3 -m bench.profile_launch [--batch 64] [--context 4096] [--calls 200] [--cprofile 20] [--cpu]
 
 Each line is host microseconds per call (median of 7 rounds of --calls calls,
 no sync inside a round), measured in this run on this machine:
@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=64, help="sequences (default 64)")
     ap.add_argument("--context", type=int, default=4096, help="tokens per sequence (default 4096)")
-    ap.add_argument("--calls", type=int, default=2000, help="calls per round (default 2000)")
+    ap.add_argument("--calls", type=int, default=200,
+                    help="calls per round (default 200, bench_launch's: a round's launches must stay below CUDA's "
+                         "~1024-launch queue, or the host waits on the device and times the GPU)")
     ap.add_argument("--cprofile", type=int, default=20, help="cProfile rows to print (0: none; default 20)")
     ap.add_argument("--cpu", action="store_true", help="no GPU: the call's Python alone, launcher stubbed")
     ap.add_argument("--cache", choices=sorted(_CACHES), default="bf16",

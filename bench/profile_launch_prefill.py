@@ -1,6 +1,6 @@
 """Where the host time of one paged_prefill call goes, piece by piece (a profiling tool).
 
-    python3 -m bench.profile_launch_prefill [--batch 4] [--seq-len 1024] [--kernel auto] [--calls 500]
+    python3 -m bench.profile_launch_prefill [--batch 4] [--seq-len 1024] [--kernel auto] [--calls 200]
                                             [--cprofile 20]
 
 Each line is host microseconds per call (median of 7 rounds of --calls calls, no
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq-len", type=int, default=1024, help="prompt tokens per sequence (default 1024)")
     ap.add_argument("--kernel", choices=("auto", "triton", "sm90"), default="auto",
                     help="paged_prefill's kernel option (default auto: the sm_90 kernel on Hopper)")
-    ap.add_argument("--calls", type=int, default=500, help="calls per round (default 500)")
+    ap.add_argument("--calls", type=int, default=200,
+                    help="calls per round (default 200, bench_launch's: below CUDA's ~1024-launch queue)")
     ap.add_argument("--cprofile", type=int, default=20, help="cProfile rows to print (0: none; default 20)")
     args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     if not torch.cuda.is_available():
