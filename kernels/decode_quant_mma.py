@@ -61,8 +61,10 @@ MAX_GROUP = 16                   # the mma's rows: GQA group <= 16
 DIM = 128                        # the one head_dim it takes
 HEAD_DIM = gl.constexpr(DIM)     # the kernels' names for them
 ROWS = gl.constexpr(MAX_GROUP)
-# The in-kernel merge (FUSED) reads its splits two at a time from one warp: past this many,
-# the separate reduce (one program per query head, every split in one pass) is faster.
+# The in-kernel merge (FUSED) reads its splits two at a time from one warp, a round trip to L2
+# per pair on the critical path's last program; past this many the separate reduce (one
+# program per query head, every split in one pass) is kept. A design bound, not a sweep:
+# the H200 runs timed 2 splits fused (B=64) and 16 through the reduce (B=8), nothing between.
 FUSED_MAX_SPLITS = 4
 _cta_barrier = getattr(gl, "thread_barrier", None) or gl.barrier        # triton 3.9 renamed it
 
