@@ -3,15 +3,16 @@ it beside our Triton fp8/int8 and bf16 decode.
 
     python3 -m bench.probe_decode_quant_mma [--json out.json] [--no-time]
 
-kernels/decode_quant_mma.py has not run on a card before this probe: correctness
-first, on every case, fp8 and int8 (GQA groups 1/4/8/16, pages 16/32/256, contexts that end
+Correctness first (the probe's first run, session 11, was the kernel's first on a
+card), on every case, fp8 and int8 (GQA groups 1/4/8/16, pages 16/32/256, contexts that end
 inside a tile, more splits than some contexts fill, unwritten cache slots
 poisoned with NaN), each held to the oracle on the dequantised cache by the
 decode conformance's own bounds (conformance/kernel_support.py's assert_close),
 with the Triton kernel's error beside it. Then the
 issue's rows (fp8: B=64 L=4096 and L=16384, B=8 L=4096; int8: B=64 L=4096; 32/8/128, block 16) are
-timed like the benchmarks (CUDA graph, L2 flushed) over its schedules (tile, prefetch depth) and 1-16 splits,
-with the eager figure of the fastest beside it. Needs a CUDA device of sm_89+.
+timed like the benchmarks (CUDA graph, L2 flushed) over its schedules (tile, prefetch depth) and 1-16 splits
+(up to 4 merged in-kernel, more by the reduce kernel: `plan_quant_mma`'s default), with the eager
+figure of the fastest beside it. Needs a CUDA device of sm_89+.
 """
 from __future__ import annotations
 
