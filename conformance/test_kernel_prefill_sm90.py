@@ -284,9 +284,9 @@ def test_compiled_sm90_is_the_jit_kernel() -> None:
     num_blocks, _, page, _, head_dim = kv.kv_cache.shape
     plan = plan_prefill(case.query_start_loc, kv.context_lens, kv.block_tables, case.query.shape[0], num_blocks,
                         page, head_dim, case.query.dtype, True, block_m=128, kernel="sm90")
-    launch = sm90.Sm90Launch(case.query, kv.kv_cache, kv.block_tables, case.query, case.scale,
-                             plan.tile_map.shape[1])
     ours = torch.full_like(case.query, float("nan"))
+    launch = sm90.Sm90Launch(case.query, kv.kv_cache, kv.block_tables, ours, case.scale,
+                             plan.tile_map.shape[1])
     launch(case.query, kv.kv_cache, kv.block_tables, case.query_start_loc, kv.context_lens, ours, plan.tile_map)
     assert launch.kern is not None, "the compiled path did not run"
     jit_out = torch.full_like(case.query, float("nan"))
