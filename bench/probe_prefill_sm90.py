@@ -69,7 +69,7 @@ VARIANTS = {"gluon_one_partition": (False, False), "gluon_split_turns": (True, T
 
 def _variant(query, cache, tables, qsl, lens, scale, split: bool, turns: bool):
     """A schedule's output tensor and a no-argument call writing it."""
-    from kernels.prefill_sm90 import Sm90Launch
+    from kernels.prefill_sm90_launch import Sm90Launch
     plan = _plan(query, cache, tables, qsl, lens, "sm90")
     out = torch.empty_like(query)
     launch = Sm90Launch(query, cache, tables, out, scale, plan.tile_map.shape[1], split=split, turns=turns)

@@ -59,7 +59,7 @@ def _rows(args: argparse.Namespace) -> tuple[dict[str, Callable[[], object]], Ca
     }
     (replay,) = plan.launches.values()
     if type(replay) is not launch.Prepared:
-        from kernels.prefill_sm90 import Sm90Launch, TensorDescriptor
+        from kernels.prefill_sm90_launch import Sm90Launch, TensorDescriptor
         q_desc = TensorDescriptor(p.query, [tokens, replay.q_cols], [p.query.stride(0), 1], list(replay.q_block),
                                   replay.q_layout)
         kv_desc = TensorDescriptor(p.kv_cache, [replay.kv_rows, replay.kv_cols], [p.kv_cache.stride(2), 1],

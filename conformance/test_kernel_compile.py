@@ -158,22 +158,23 @@ def _compile_prefill_sm90() -> None:
     from triton.backends.compiler import GPUTarget
 
     import kernels.prefill_sm90 as sm90
+    import kernels.prefill_sm90_launch as tiles           # the tile shapes its launcher uses
     for dtype, head_dim, page, split in (("bf16", 128, 16, False), ("fp16", 64, 32, False), ("bf16", 128, 256, False),
                                          ("bf16", 128, 16, True)):
         gdtype = gl.bfloat16 if dtype == "bf16" else gl.float16
-        rows = min(page, sm90.BLOCK_N)
-        q_layout = gl.NVMMASharedLayout.get_default_for([sm90.BLOCK_M, head_dim], gdtype)
+        rows = min(page, tiles.BLOCK_N)
+        q_layout = gl.NVMMASharedLayout.get_default_for([tiles.BLOCK_M, head_dim], gdtype)
         kv_layout = gl.NVMMASharedLayout.get_default_for([rows, head_dim], gdtype)
-        sig = {"q_desc": f"tensordesc<{dtype}[{sm90.BLOCK_M}, {head_dim}],{q_layout!r}>",
+        sig = {"q_desc": f"tensordesc<{dtype}[{tiles.BLOCK_M}, {head_dim}],{q_layout!r}>",
                "kv_desc": f"tensordesc<{dtype}[{rows}, {head_dim}],{kv_layout!r}>",
                "out_ptr": PTR[dtype], "bt_ptr": "*i32", "qsl_ptr": "*i32", "ctx_ptr": "*i32",
                "tile_map_ptr": "*i32", "qk_scale": "fp32", "max_tiles": "i32", "stride_ot": "i32",
                "stride_oh": "i32", "stride_bt": "i32"}
-        warps = sm90.NUM_WARPS // 2 if split else sm90.NUM_WARPS
-        consts = dict(GROUP=4, HEAD_DIM=head_dim, PAGE=page, ROWS=rows, BLOCK_M=sm90.BLOCK_M,
-                      BLOCK_N=sm90.BLOCK_N, SPLIT=split, TURNS=split, num_warps=warps)
+        warps = tiles.NUM_WARPS // 2 if split else tiles.NUM_WARPS
+        consts = dict(GROUP=4, HEAD_DIM=head_dim, PAGE=page, ROWS=rows, BLOCK_M=tiles.BLOCK_M,
+                      BLOCK_N=tiles.BLOCK_N, SPLIT=split, TURNS=split, num_warps=warps)
         sig.update({name: "constexpr" for name in consts})
-        kernel = triton.compile(GluonASTSource(sm90._prefill_sm90_kernel, sig, constexprs=consts),
+        kernel = triton.compile(GluonASTSource(sm90.prefill_sm90_kernel, sig, constexprs=consts),
                                 target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
         ptx = kernel.asm["ptx"]
         where = f"prefill_sm90 {dtype} D={head_dim} page {page}{' split' if split else ''}"

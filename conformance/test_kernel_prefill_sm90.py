@@ -145,7 +145,7 @@ def test_sm90_matches_oracle(head_dim: int, block_size: int, query_dtype: torch.
 @pytest.mark.gpu
 @sm90
 def test_sm90_is_auto_and_replays_bitwise() -> None:
-    from kernels.prefill_sm90 import Sm90Launch
+    from kernels.prefill_sm90_launch import Sm90Launch
     p = fixed_batch(128, 16, (32, 8), torch.bfloat16, "auto", 1000)
     case = build_case(11, p)
     kv = case.kv
@@ -169,7 +169,7 @@ def test_sm90_is_auto_and_replays_bitwise() -> None:
 def test_sm90_other_schedules_match_oracle(split: bool, turns: bool, head_dim: int, block_size: int) -> None:
     """The schedules paged_prefill does not run (kept for bench/probe_prefill_sm90.py's
     --variants) still hold to the oracle, on the same NaN-poisoned batches."""
-    from kernels.prefill_sm90 import Sm90Launch
+    from kernels.prefill_sm90_launch import Sm90Launch
     p = fixed_batch(head_dim, block_size, (32, 8), torch.bfloat16, "auto", sizes().max_prefix + 5)
     case = build_case(head_dim * 3 + block_size, p)
     kv = case.kv
@@ -189,7 +189,7 @@ def test_sm90_launch_geometry(monkeypatch, page: int) -> None:
     machine): the grid, scalars and constexprs, and TMA descriptors whose 2-D views
     address the cache exactly as the kernel's row formula does, (block * 2 + kv) *
     page + slot, for a per-layer view of an engine-wide cache."""
-    sm90 = pytest.importorskip("kernels.prefill_sm90")
+    sm90 = pytest.importorskip("kernels.prefill_sm90_launch")
     from kernels.triton_compat import LOG2E
     calls = []
 
@@ -197,7 +197,7 @@ def test_sm90_launch_geometry(monkeypatch, page: int) -> None:
         def __getitem__(self, grid):
             return lambda *args, **kw: calls.append((grid, args, kw))   # returns None: no compiled handle
 
-    monkeypatch.setattr(sm90, "_prefill_sm90_kernel", Recorder())
+    monkeypatch.setattr(sm90, "prefill_sm90_kernel", Recorder())
     gen = torch.Generator().manual_seed(0)
     engine = torch.randn((3, 6, 2, page, 4, 64), generator=gen).to(torch.bfloat16)   # [layers, blocks, 2, page, Hkv, D]
     cache = engine[1]
@@ -277,7 +277,7 @@ def test_compiled_sm90_is_the_jit_kernel() -> None:
     """The kernel Sm90Launch runs from its first call (compiled_sm90, stand-in
     arguments) is the one the Gluon JIT compiles for the call's own arguments, and
     both launches give the same bits."""
-    import kernels.prefill_sm90 as sm90
+    import kernels.prefill_sm90_launch as sm90
     p = fixed_batch(128, 16, (32, 8), torch.bfloat16, "auto", 600)
     case = build_case(7, p)
     kv = case.kv
@@ -295,7 +295,7 @@ def test_compiled_sm90_is_the_jit_kernel() -> None:
                                    list(launch.q_block), launch.q_layout),
              sm90.TensorDescriptor(kv.kv_cache, [launch.kv_rows, launch.kv_cols], [kv.kv_cache.stride(2), 1],
                                    list(launch.kv_block), launch.kv_layout)]
-    handle = sm90._prefill_sm90_kernel[launch.grid[:1]](
+    handle = sm90.prefill_sm90_kernel[launch.grid[:1]](
         *descs, jit_out, kv.block_tables, case.query_start_loc, kv.context_lens, plan.tile_map, *launch.scalars,
         GROUP=group, HEAD_DIM=dim, PAGE=pg, ROWS=rows, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split, TURNS=turns,
         num_warps=num_warps)

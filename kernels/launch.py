@@ -148,8 +148,15 @@ def compiled(kernel: Kernel, device: int, key: tuple, consts: tuple, options: tu
     """The compiled kernel the JIT runs for arguments of classes `key`, constexprs
     `consts` (in signature order) and launch `options` on CUDA device `device`
     (None when a JIT cache hook took the compile over)."""
+    return warmed_up(kernel.fn, device, (*stand_ins(key), *consts), dict(options))
+
+
+def warmed_up(fn: Any, device: int, args: tuple, kwargs: dict) -> Compiled | None:
+    """`fn.warmup(*args, **kwargs)` on CUDA device `device`: the compiled kernel the JIT
+    would run for arguments like these, loaded (None when a JIT cache hook took the
+    compile over). Callers cache it (`compiled`, kernels/prefill_sm90_launch.py)."""
     with torch.cuda.device(device):
-        handle = kernel.fn.warmup(*stand_ins(key), *consts, grid=(1,), **dict(options))
+        handle = fn.warmup(*args, grid=(1,), **kwargs)
         handle = handle.result() if hasattr(handle, "result") else handle   # an async-compile future
         if handle is None:
             return None

@@ -221,7 +221,7 @@ def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: tor
     quantized = shape.quantized
     max_tiles = plan.tile_map.shape[1]
     if use_sm90(cfg.kernel, query, kv_cache, quantized, cfg.block_m, interpreting):
-        from kernels.prefill_sm90 import Sm90Launch   # Gluon: imported only where it runs
+        from kernels.prefill_sm90_launch import Sm90Launch   # Gluon: imported only where it runs
         launch = Sm90Launch(query, kv_cache, block_tables, out, scale, max_tiles)
         if key is not None and len(plan.launches) < LAUNCHES_PER_PLAN:
             plan.launches[key] = launch

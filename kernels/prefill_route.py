@@ -16,7 +16,7 @@ from kernels.pdl import capability as _capability
 
 KERNELS = ("auto", "triton", "sm90")
 SM90_HEAD_DIMS = (64, 128)
-SM90_BLOCK_M = 128          # kernels/prefill_sm90.BLOCK_M: the tile map must be built for it
+SM90_BLOCK_M = 128          # kernels/prefill_sm90_launch.BLOCK_M: the tile map must be built for it
 _MAX_ROWS = 2**31           # TMA row coordinates are int32
 
 

@@ -33,11 +33,6 @@ engine-wide tensor is).
 """
 from __future__ import annotations
 
-import collections
-import dataclasses
-import functools
-
-import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -47,10 +42,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma,
     warpgroup_mma_wait,
 )
-from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-import kernels.launch as launch            # looked up per call: tests switch its JIT modes
-from kernels.triton_compat import LOG2E
 
 # Triton 3.6 (the GPU machine) names the TMA load async_copy_global_to_shared; later ones
 # (3.9, the CPU machines' compile test) async_load.
@@ -190,7 +182,7 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_ready, k_empty, v_ready, v_empty,
 
 
 @gluon.jit
-def _prefill_sm90_kernel(q_desc, kv_desc, out_ptr, bt_ptr, qsl_ptr, ctx_ptr, tile_map_ptr,
+def prefill_sm90_kernel(q_desc, kv_desc, out_ptr, bt_ptr, qsl_ptr, ctx_ptr, tile_map_ptr,
                          qk_scale, max_tiles, stride_ot, stride_oh, stride_bt,
                          GROUP: gl.constexpr, HEAD_DIM: gl.constexpr, PAGE: gl.constexpr, ROWS: gl.constexpr,
                          BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, SPLIT: gl.constexpr,
@@ -262,123 +254,3 @@ def _prefill_sm90_kernel(q_desc, kv_desc, out_ptr, bt_ptr, qsl_ptr, ctx_ptr, til
              (_producer, (kv_desc, k_smem, v_smem, k_ready, k_empty, v_ready, v_empty, bt_row, last_page, n_tiles, col,
                           BLOCK_N // ROWS, ROWS, PAGE, BLOCK_N))],
             [PRODUCER_WARPS], [PRODUCER_REGS])
-
-
-BLOCK_M = 128
-BLOCK_N = 128
-NUM_WARPS = 8
-
-
-# A compiled launch's descriptor arguments: the fields of this Triton's TensorDescriptor
-# (the launcher reads them to encode the TMA descriptor), without its __post_init__
-# checks, ~3.5 us a descriptor on the H200 machine's CPU (bench.profile_launch_prefill).
-# The checks hold for every call a launch is made for: kernels/prefill_route.py refuses
-# what would fail them, and a plan replays only calls of the metadata that passed.
-LaunchDescriptor = collections.namedtuple(
-    "LaunchDescriptor", [f.name for f in dataclasses.fields(TensorDescriptor)],
-    defaults=[f.default for f in dataclasses.fields(TensorDescriptor) if f.default is not dataclasses.MISSING])
-
-
-def _gl_dtype(dtype: torch.dtype):
-    return gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
-
-
-@functools.lru_cache(maxsize=64)
-def _shared_layouts(dtype: torch.dtype, q_block: tuple[int, int],
-                    kv_block: tuple[int, int]) -> tuple[gl.NVMMASharedLayout, gl.NVMMASharedLayout]:
-    """The TMA tiles' shared layouts (get_default_for costs ~6 us of host time a call)."""
-    gdtype = _gl_dtype(dtype)
-    return (gl.NVMMASharedLayout.get_default_for(list(q_block), gdtype),
-            gl.NVMMASharedLayout.get_default_for(list(kv_block), gdtype))
-
-
-@functools.lru_cache(maxsize=256)
-def compiled_sm90(device: int, dtype: torch.dtype, q_block: tuple[int, int], kv_block: tuple[int, int],
-                  key: tuple, consts: tuple) -> launch.Compiled | None:
-    """The compiled kernel the Gluon JIT runs on CUDA device `device` for descriptors of
-    `dtype` tiles `q_block` / `kv_block`, the other runtime arguments of classes `key`
-    (kernels/launch.py) and constexprs `consts` (Sm90Launch's order); None when a JIT
-    cache hook took the compile over. Triton specialises a descriptor on its dtype,
-    block shape and layout only (shape, strides and base are launch arguments, the
-    base always 16-byte aligned), so descriptors over small stand-in tensors of that
-    dtype give exactly the kernel a call's own would: its first launch, not only its
-    repeats, skips the JIT's binding and key (~100 us a call on the H200 machine)."""
-    q_layout, kv_layout = _shared_layouts(dtype, q_block, kv_block)
-    group, head_dim, page, rows, block_m, block_n, split, turns, num_warps = consts
-    with torch.cuda.device(device):
-        descs = [TensorDescriptor(base, list(block), [block[1], 1], list(block), layout)
-                 for base, block, layout in ((torch.empty(q_block, dtype=dtype, device="cuda"), q_block, q_layout),
-                                             (torch.empty(kv_block, dtype=dtype, device="cuda"), kv_block, kv_layout))]
-        handle = _prefill_sm90_kernel.warmup(*descs, *launch.stand_ins(key), GROUP=group, HEAD_DIM=head_dim,
-                                             PAGE=page, ROWS=rows, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split,
-                                             TURNS=turns, num_warps=num_warps, grid=(1,))
-        handle = handle.result() if hasattr(handle, "result") else handle      # an async-compile future
-        if handle is None:
-            return None
-        handle._init_handles()
-    return launch.Compiled(handle, handle.run, handle.function, handle.packed_metadata)
-
-
-class Sm90Launch:
-    """One prefill launch with everything but its tensors fixed (the grid, scalars,
-    constexprs and TMA layouts of a call's metadata), kept by a PrefillPlan for the
-    layers that repeat the call. Every run calls the compiled kernel's launcher
-    directly (`compiled_sm90`, kernels/launch.py) with new TMA descriptors for its own
-    tensors; the Gluon JIT runs it only where kernels/launch.py leaves launches to the
-    JIT (debug modes, an argument its key does not cover, another current device)."""
-
-    __slots__ = ("grid", "scalars", "consts", "q_layout", "kv_layout", "q_block", "kv_block", "q_cols",
-                 "kv_rows", "kv_cols", "device", "dtype", "kern")
-
-    def __init__(self, query, kv_cache, block_tables, out, scale: float, max_tiles: int, split: bool = True,
-                 turns: bool = False) -> None:
-        """`split` / `turns`: the kernel's schedule (see the kernel); paged_prefill runs the
-        defaults, the fastest on the H200; the others stay for the probe and the conformance."""
-        _, num_heads, head_dim = query.shape
-        num_blocks, _, page, num_kv_heads, _ = kv_cache.shape
-        rows = min(page, BLOCK_N)
-        self.q_block = (BLOCK_M, head_dim)
-        self.kv_block = (rows, head_dim)
-        self.dtype = query.dtype
-        self.q_layout, self.kv_layout = _shared_layouts(self.dtype, self.q_block, self.kv_block)
-        self.q_cols = num_heads * head_dim
-        self.kv_rows, self.kv_cols = num_blocks * 2 * page, num_kv_heads * head_dim
-        self.grid = (max_tiles * num_heads, 1, 1)
-        self.scalars = (scale * LOG2E, max_tiles, out.stride(0), out.stride(1), block_tables.stride(0))
-        self.consts = (num_heads // num_kv_heads, head_dim, page, rows, BLOCK_M, BLOCK_N, split, split and turns,
-                       NUM_WARPS // 2 if split else NUM_WARPS)
-        index = query.device.index
-        self.device = index if index is not None or not query.is_cuda else torch.cuda.current_device()
-        self.kern = None
-
-    def __call__(self, query, kv_cache, block_tables, query_start_loc, context_lens, out, tile_map) -> None:
-        """Launch on these tensors: of the metadata it was made for (a PrefillPlan's key
-        guarantees it; the compiled kernel found on the first run is kept for the rest)."""
-        ptrs = (out, block_tables, query_start_loc, context_lens, tile_map)
-        if self.device is not None and launch.jit_modes_off() and launch.current_device() == self.device:
-            kern = self.kern
-            if kern is None:
-                key = launch.arg_classes(_SM90, ptrs, self.scalars)
-                if key is not None:
-                    kern = self.kern = compiled_sm90(self.device, self.dtype, self.q_block, self.kv_block, key,
-                                                     self.consts)
-            if kern is not None:
-                q_desc = LaunchDescriptor(query, [query.shape[0], self.q_cols], [query.stride(0), 1],
-                                          list(self.q_block), self.q_layout)
-                kv_desc = LaunchDescriptor(kv_cache, [self.kv_rows, self.kv_cols], [kv_cache.stride(2), 1],
-                                           list(self.kv_block), self.kv_layout)
-                launch.run_compiled(kern, self.grid, self.device, (q_desc, kv_desc, *ptrs), self.scalars, self.consts)
-                return
-        q_desc = TensorDescriptor(query, [query.shape[0], self.q_cols], [query.stride(0), 1], list(self.q_block),
-                                  self.q_layout)
-        kv_desc = TensorDescriptor(kv_cache, [self.kv_rows, self.kv_cols], [kv_cache.stride(2), 1],
-                                   list(self.kv_block), self.kv_layout)
-        group, head_dim, page, rows, block_m, block_n, split, turns, num_warps = self.consts
-        _prefill_sm90_kernel[self.grid[:1]](q_desc, kv_desc, *ptrs, *self.scalars, GROUP=group, HEAD_DIM=head_dim,
-                                            PAGE=page, ROWS=rows, BLOCK_M=block_m, BLOCK_N=block_n, SPLIT=split,
-                                            TURNS=turns, num_warps=num_warps)
-
-
-# Only a cache key for launch.arg_classes (the kernel's scalar classes); launches go through Sm90Launch.
-_SM90 = launch.Kernel(_prefill_sm90_kernel, "GROUP", "HEAD_DIM", "PAGE", "ROWS", "BLOCK_M", "BLOCK_N", "SPLIT",
-                      "TURNS", "num_warps")
