@@ -30,7 +30,7 @@ def check_cases() -> list[dict]:
     import kernels
     from conformance.kernel_support import assert_close, tolerance
     from conformance.paged_cases import make_paged_kv, rel_error
-    from kernels.decode_quant_mma import decode_quant_mma
+    from kernels.decode_quant_mma_plan import decode_quant_mma
     from reference import attention as ref_attn
     gen = torch.Generator().manual_seed(20261203)
     cases = [
@@ -74,7 +74,7 @@ def time_rows() -> list[dict]:
     from bench.ours import decode_call
     from bench.problems import decode_problem
     from bench.timing import L2Flush, time_gpu
-    from kernels.decode_quant_mma import SCHEDULES, decode_quant_mma
+    from kernels.decode_quant_mma_plan import SCHEDULES, decode_quant_mma
     flush = L2Flush("cuda")
     rows = []
     for batch, ctx, dtype in ((64, 4096, torch.float8_e4m3fn), (64, 16384, torch.float8_e4m3fn),

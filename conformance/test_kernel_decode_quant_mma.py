@@ -12,7 +12,7 @@ import torch
 from conformance.kernel_support import assert_close, oracle_decode, tolerance
 from conformance.paged_cases import make_paged_kv
 
-quant_mma = pytest.importorskip("kernels.decode_quant_mma", reason="needs Triton's Gluon")
+quant_mma = pytest.importorskip("kernels.decode_quant_mma_plan", reason="needs Triton's Gluon")
 
 
 def _inputs(cache_dtype=torch.float8_e4m3fn, heads=(8, 2), head_dim=128, device="cpu"):

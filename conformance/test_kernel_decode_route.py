@@ -110,7 +110,7 @@ def test_auto_on_the_interpreter_runs_the_triton_kernel() -> None:
     (64, 50, 1),          # too short to split
 ])
 def test_quant_mma_splits_on_h200(programs: int, ctx: int, want: int) -> None:
-    quant_mma = pytest.importorskip("kernels.decode_quant_mma", reason="needs Triton's Gluon")
+    quant_mma = pytest.importorskip("kernels.decode_quant_mma_plan", reason="needs Triton's Gluon")
     assert quant_mma.quant_mma_splits(programs, ctx, sms=132) == want
 
 

@@ -121,7 +121,7 @@ def paged_decode(query: torch.Tensor, kv_cache: torch.Tensor, block_tables: torc
     knobs = tuple(name for name, v in (("block_n", block_n), ("num_warps", num_warps), ("num_stages", num_stages),
                                        ("split_reduce='fused'", split_reduce == "fused" or None)) if v is not None)
     if kernel != "triton" and use_quant_mma(kernel, query, kv_cache, knobs, interpreting):
-        from kernels.decode_quant_mma import plan_quant_mma    # Gluon: imported only where it runs
+        from kernels.decode_quant_mma_plan import plan_quant_mma    # Gluon: imported only where it runs
         plan = plan_quant_mma(query, kv_cache, kv_scales, block_tables, context_lens, scale, planned_out, longest,
                               num_splits, sm_count(query.device), workspace,
                               bool(pdl) and use_pdl(query.device, pdl))
